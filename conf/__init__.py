@@ -1,0 +1,1 @@
+"""plugformer's Hydra configs, shipped inside the framework as ``plugformer.conf`` (see setup.py)."""

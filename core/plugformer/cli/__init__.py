@@ -1,0 +1,1 @@
+"""The ``plugformer`` command line. Importing it does not import torch or Hydra."""

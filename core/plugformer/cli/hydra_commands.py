@@ -1,0 +1,182 @@
+"""The Hydra-driven commands: ``train``, ``generate``, ``validate``.
+
+Before Hydra runs, plugins are loaded, their schemas stored in ConfigStore, and every combination the
+overrides describe is composed once, so a bad name, key or value is one clear line (never a traceback
+from deep inside Hydra, never job k of N failing halfway through a sweep).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from plugformer.errors import PlugformerError
+from plugformer.plugins import PluginHost, load_plugins
+
+CONFIG_MODULE = "plugformer.conf"
+VERSION_BASE = "1.3"
+_HYDRA_FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+                           "--experimental-rerun", "--info", "-i", "--package", "-p", "--cfg", "-c"}
+
+
+def prepare() -> PluginHost:
+    """Load plugins and make their configs visible to Hydra (idempotent)."""
+    from plugformer.config.searchpath import register_search_path_plugin
+    from plugformer.config.store import store_component_configs
+
+    host = load_plugins()
+    store_component_configs(host.registries)
+    register_search_path_plugin()
+    return host
+
+
+def split_args(args: list[str]) -> tuple[list[str], bool, bool]:
+    """(overrides, multirun?, only-a-hydra-flag such as --help/--cfg?)"""
+    overrides, multirun, informational, skip = [], False, False, False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in ("-m", "--multirun"):
+            multirun = True
+        elif a.startswith("-"):
+            informational |= a in ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c",
+                                   "--shell-completion", "-sc")
+            skip = a in _HYDRA_FLAGS_WITH_VALUE and a not in ("--info", "-i")
+        else:
+            overrides.append(a)
+    return overrides, multirun, informational
+
+
+def _combinations(overrides: list[str], multirun: bool) -> list[list[str]]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as exc:
+        raise PlugformerError(f"cannot parse overrides: {str(exc).splitlines()[0]}") from None
+    if not multirun:
+        return [overrides]
+    axes = []
+    for o in parsed:
+        if o.is_sweep_override():
+            axes.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        else:
+            axes.append([o.input_line])
+    return [list(c) for c in itertools.product(*axes)]
+
+
+def compose_checked(config_name: str, overrides: list[str], host: PluginHost) -> Any:
+    """Compose ``config_name`` with ``overrides`` (no hydra.* keys); raise one-line errors."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from plugformer.cli.compose_errors import describe
+
+    job = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE, job_name=config_name):
+        try:
+            return compose(config_name, overrides=job)
+        except Exception as exc:
+            def keys_of(bad_key: str) -> list[str] | None:
+                """Keys of the node holding ``bad_key``, composed with only the group choices."""
+                key = lambda o: o.split("=")[0].lstrip("+~")  # noqa: E731
+                groups = [o for o in job if "." not in key(o) and key(o) != bad_key]
+                parent = bad_key.rpartition(".")[0]
+                try:
+                    node = compose(config_name, overrides=groups)
+                    node = OmegaConf.select(node, parent) if parent else node
+                except Exception:
+                    return None
+                return [str(k) for k in node.keys()] if hasattr(node, "keys") else None
+
+            raise PlugformerError(describe(exc, job, host.registries, keys_of)) from None
+
+
+def run_hydra(command: str, args: list[str], task: Callable[[Any, PluginHost], Any],
+              extra: list[str] = ()) -> int:
+    """Validate every combination, then hand over to ``hydra.main`` with ``task`` as the job."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    host = prepare()
+    overrides, multirun, informational = split_args(args)
+    if not informational:
+        for combo in _combinations(overrides, multirun):
+            compose_checked(command, combo, host)
+    failures: list[str] = []
+
+    @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=command, version_base=VERSION_BASE)
+    def _job(cfg: Any) -> Any:
+        try:
+            return task(cfg, host)
+        except PlugformerError as exc:
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                failures.append(f"{HydraConfig.get().job.override_dirname}: {exc}")
+                print(f"plugformer: job failed: {exc}", file=sys.stderr)
+                return None
+            raise
+
+    saved = sys.argv
+    sys.argv = [f"plugformer-{command}", *extra, *args]
+    try:
+        _job()
+    finally:
+        sys.argv = saved
+    if failures:
+        raise PlugformerError(f"{len(failures)} sweep job(s) failed: " + " | ".join(failures))
+    return 0
+
+
+# -- the commands ---------------------------------------------------------------------------------
+def _train_job(cfg: Any, host: PluginHost) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+
+    from plugformer.training import run_training
+
+    return run_training(cfg, HydraConfig.get().runtime.output_dir, host)
+
+
+def train(args: list[str]) -> int:
+    extra = []
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: only rank 0 writes Hydra's files and log
+        extra = ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and \
+            not any(a.startswith("hydra.run.dir=") for a in args) and "-m" not in args:
+        raise PlugformerError("under torchrun pass hydra.run.dir=DIR so that all ranks share one run directory")
+    return run_hydra("train", args, _train_job, extra)
+
+
+def _generate_job(cfg: Any, host: PluginHost) -> None:
+    from plugformer.generation import Generator
+
+    gen = Generator.from_checkpoint(cfg.checkpoint, host.registries, cfg.device, cfg.precision)
+    for i in range(cfg.num_samples):
+        text = gen.complete(cfg.prompt, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                            top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed + i)
+        print(cfg.prompt + text)
+
+
+def generate(args: list[str]) -> int:
+    return run_hydra("generate", args, _generate_job)
+
+
+def _validate_job(cfg: Any, host: PluginHost) -> None:
+    from plugformer.config.schema import COMPONENT_GROUPS
+    from plugformer.config.validate import validate_train
+
+    entries = validate_train(cfg, host.registries)
+    chosen = " ".join(f"{g}={cfg[g].name}" for g in COMPONENT_GROUPS)
+    m = cfg.model
+    print(f"config OK: {chosen} | model {m.n_layers}x{m.d_model} heads={m.n_heads} "
+          f"seq_len={cfg.data.seq_len} precision={cfg.precision.value} device={cfg.device}")
+    for family, entry in entries.items():
+        print(f"  {family:<10} {entry.name:<12} {entry.provided_by}")
+
+
+def validate(args: list[str]) -> int:
+    return run_hydra("validate", args, _validate_job)

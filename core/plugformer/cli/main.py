@@ -1,0 +1,103 @@
+"""``plugformer <command> [overrides]``: dispatches to a command; user errors print one line.
+
+Global options (before the command) are exported as environment variables so that every process of
+a run (torchrun ranks, launcher workers) loads the same plugins.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+from plugformer.errors import PlugformerError, did_you_mean
+
+USAGE = """\
+usage: plugformer [global options] <command> [hydra overrides ...]
+
+commands:
+  train       train a model (Hydra config 'train'; -m for sweeps)
+  generate    sample text from a checkpoint: checkpoint=DIR prompt=... max_new_tokens=N
+  validate    compose and check a train config without building anything heavy
+  plugins     list every component family, implementation, provider and availability
+
+global options:
+  --allow-plugin NAME   load only the named plugins (repeatable; env PLUGFORMER_PLUGINS)
+  --block-plugin NAME   do not load NAME (repeatable; env PLUGFORMER_BLOCK_PLUGINS)
+  --no-autoload         load no plugin unless allowed (env PLUGFORMER_DISABLE_PLUGIN_AUTOLOAD=1)
+  --strict-plugins      a plugin that fails to load is an error (env PLUGFORMER_STRICT_PLUGINS=1)
+  --version             print the version
+
+examples:
+  plugformer train attention=sdpa position=rope precision=bf16 trainer.max_steps=200
+  plugformer train -m attention=naive,sdpa position=learned,rope
+  plugformer generate checkpoint=runs/<run>/checkpoints/last prompt="def main(" max_new_tokens=64
+  plugformer train --help      (Hydra's help: every config group and its options)
+"""
+
+
+def _env_list_append(key: str, value: str) -> None:
+    current = [v for v in os.environ.get(key, "").split(",") if v]
+    os.environ[key] = ",".join([*current, value])
+
+
+def _global_options(argv: list[str]) -> list[str]:
+    """Consume global options; return the rest (command first)."""
+    rest = list(argv)
+    while rest and rest[0].startswith("--") and rest[0] not in ("--help",):
+        opt = rest.pop(0)
+        if opt in ("--allow-plugin", "--block-plugin"):
+            if not rest:
+                raise PlugformerError(f"{opt} needs a plugin name")
+            _env_list_append("PLUGFORMER_PLUGINS" if opt == "--allow-plugin" else "PLUGFORMER_BLOCK_PLUGINS",
+                             rest.pop(0))
+        elif opt == "--no-autoload":
+            os.environ["PLUGFORMER_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+        elif opt == "--strict-plugins":
+            os.environ["PLUGFORMER_STRICT_PLUGINS"] = "1"
+        elif opt == "--version":
+            from plugformer import __version__
+
+            print(f"plugformer {__version__}")
+            raise SystemExit(0)
+        else:
+            raise PlugformerError(f"unknown global option '{opt}'{did_you_mean(opt, GLOBAL_OPTIONS)}; "
+                                  f"options: {', '.join(GLOBAL_OPTIONS)}")
+    return rest
+
+
+GLOBAL_OPTIONS = ["--allow-plugin", "--block-plugin", "--no-autoload", "--strict-plugins", "--version"]
+
+
+def _commands() -> dict[str, Callable[[list[str]], int]]:
+    from plugformer.cli import hydra_commands, plugins_command
+
+    return {"train": hydra_commands.train, "generate": hydra_commands.generate,
+            "validate": hydra_commands.validate, "plugins": plugins_command.run}
+
+
+COMMANDS = ("train", "generate", "validate", "plugins")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``plugformer`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        rest = _global_options(argv)
+        if not rest or rest[0] in ("-h", "--help", "help"):
+            print(USAGE, end="")
+            return 0
+        command, args = rest[0], rest[1:]
+        if command not in COMMANDS:
+            raise PlugformerError(f"unknown command '{command}'{did_you_mean(command, COMMANDS)}; "
+                                  f"commands: {', '.join(COMMANDS)}")
+        return _commands()[command](args)
+    except PlugformerError as exc:
+        print(f"plugformer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("plugformer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""Typed Hydra configs: schemas, the ConfigStore bridge, the plugin search path, validation."""
+from plugformer.config.schema import (
+    COMPONENT_GROUPS, SCHEMA_VERSION, GenerateConfig, ModelConfig, Precision, TrainConfig, TrainerConfig,
+)
+
+__all__ = ["COMPONENT_GROUPS", "SCHEMA_VERSION", "GenerateConfig", "ModelConfig", "Precision", "TrainConfig",
+           "TrainerConfig"]

@@ -1,0 +1,91 @@
+"""Typed top-level configs. Component nodes (``attention``, ``optimizer``, ...) are typed by the schema
+of the implementation they name, stored by :mod:`plugformer.config.store`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+SCHEMA_VERSION = 1
+
+#: config groups whose option names a registry entry of the same family
+COMPONENT_GROUPS = ("tokenizer", "attention", "position", "norm", "mlp", "objective", "optimizer",
+                    "scheduler", "parallel", "data")
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the transformer; the vocabulary size comes from the tokenizer."""
+
+    n_layers: int = 4
+    d_model: int = 256
+    n_heads: int = 4
+    n_kv_heads: Optional[int] = None  # None: same as n_heads; fewer: grouped-query attention
+    max_seq_len: Optional[int] = None  # None: data.seq_len
+    dropout: float = 0.0
+    bias: bool = True
+    tie_embeddings: bool = True
+    init_std: float = 0.02
+
+
+@dataclass
+class TrainerConfig:
+    """The training loop. ``batch_size`` is the global batch (split across data-parallel ranks)."""
+
+    max_steps: int = 200
+    batch_size: int = 16
+    grad_accum: int = 1
+    grad_clip: float = 1.0  # 0 disables clipping
+    log_every: int = 10
+    eval_every: int = 100  # 0: evaluate only at the end
+    eval_batches: int = 4
+    save_every: int = 100  # 0: save only at the end
+    keep_last: int = 2
+    callbacks: list[str] = field(default_factory=lambda: ["progress", "metrics"])
+
+
+@dataclass
+class TrainConfig:
+    """``plugformer train``: every component group plus the model, trainer and run switches."""
+
+    schema_version: int = SCHEMA_VERSION
+    tokenizer: Any = MISSING
+    attention: Any = MISSING
+    position: Any = MISSING
+    norm: Any = MISSING
+    mlp: Any = MISSING
+    objective: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    parallel: Any = MISSING
+    data: Any = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    precision: Precision = Precision.fp32
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    resume: bool = False
+    threads: Optional[int] = None  # torch intra-op threads; None: torch's default
+
+
+@dataclass
+class GenerateConfig:
+    """``plugformer generate``: sample from a checkpoint directory."""
+
+    checkpoint: str = MISSING
+    prompt: str = ""
+    max_new_tokens: int = 64
+    temperature: float = 0.8  # 0: greedy
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    seed: int = 0
+    device: str = "auto"
+    precision: Precision = Precision.fp32
+    num_samples: int = 1

@@ -1,0 +1,57 @@
+"""Puts every registered component's schema into Hydra's ConfigStore.
+
+For entry ``sdpa`` of family ``attention`` with schema ``SdpaConfig`` this stores a node class with a
+``name: str = "sdpa"`` field plus the schema's fields, twice:
+
+- ``plugformer_schema/attention/sdpa``: what YAML options extend (``- /plugformer_schema/attention/sdpa@_here_``),
+  so a misspelled key or a wrong type in a YAML option or an override is an error naming the key;
+- ``attention/sdpa``: a selectable option for plugins that ship no YAML. A YAML file of the same name in
+  the search path takes precedence.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+import warnings
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from plugformer.build import CORE_FIELDS
+from plugformer.config.schema import COMPONENT_GROUPS, GenerateConfig, TrainConfig
+from plugformer.registry import Entry, Registries
+
+SCHEMA_GROUP = "plugformer_schema"
+CALLBACK_FAMILY = "callback"
+
+# Hydra warns when a YAML option and a stored node share a name; plugformer relies on YAML winning.
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
+
+
+def node_class(entry: Entry) -> type:
+    """A dataclass: ``name`` (fixed to the entry's name) followed by the schema's own fields."""
+    schema = entry.load_schema()
+    fields: list[Any] = [("name", str, dataclasses.field(default=entry.name))]
+    fields += [(key, typ, dataclasses.field(default=default)) for key, (typ, default) in
+               CORE_FIELDS.get(entry.family, {}).items()]
+    if schema is not None:
+        hints = typing.get_type_hints(schema)
+        for f in dataclasses.fields(schema):
+            default = ({"default": f.default} if f.default is not dataclasses.MISSING else
+                       {"default_factory": f.default_factory} if f.default_factory is not dataclasses.MISSING
+                       else {})
+            fields.append((f.name, hints[f.name], dataclasses.field(**default)))
+    cls_name = "".join(p.capitalize() for p in f"{entry.family}_{entry.name}".replace("-", "_").split("_")) + "Node"
+    return dataclasses.make_dataclass(cls_name, fields)
+
+
+def store_component_configs(registries: Registries) -> None:
+    """Store schema nodes and default options for every entry of every config-group family."""
+    cs = ConfigStore.instance()
+    for family in COMPONENT_GROUPS:
+        for entry in registries[family]:
+            node = node_class(entry)
+            cs.store(group=f"{SCHEMA_GROUP}/{family}", name=entry.name, node=node, provider=entry.provider)
+            cs.store(group=family, name=entry.name, node=node, provider=entry.provider)
+    cs.store(name="plugformer_train_schema", node=TrainConfig, provider="plugformer")
+    cs.store(name="plugformer_generate_schema", node=GenerateConfig, provider="plugformer")

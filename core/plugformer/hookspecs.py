@@ -1,0 +1,57 @@
+"""The pluggy hooks plugformer calls. Every hook is prefixed ``plugformer_``.
+
+A plugin is a module (or object) with functions marked ``@plugformer.hookimpl`` whose names match these
+specs. An implementation may accept any subset of a spec's arguments, so specs can grow without breaking
+plugins. Lifecycle hooks run on every rank; check ``run.is_main`` before printing or writing files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from plugformer.registry import Registries
+    from plugformer.run import RunInfo
+
+PROJECT = "plugformer"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def plugformer_register(registries: Registries) -> None:
+    """Register this plugin's components.
+
+    Called once per process, when plugins load (never at import time). Use
+    ``registries.<family>.register(name, "your_pkg.module:Class", schema=..., available=...)``; pass
+    lazy ``"module:attr"`` strings so that listing plugins does not import torch or your code.
+    """
+
+
+@hookspec
+def plugformer_train_start(run: RunInfo) -> None:
+    """Training is about to run its first step (``run.start_step`` > 0 after a resume)."""
+
+
+@hookspec
+def plugformer_step_end(run: RunInfo, step: int, metrics: dict[str, float]) -> None:
+    """An optimizer step finished. ``metrics`` holds at least ``loss``, ``lr`` and ``tokens_per_s``.
+
+    Called on logging steps only (every ``trainer.log_every`` steps and the last one)."""
+
+
+@hookspec
+def plugformer_evaluate(run: RunInfo, step: int, metrics: dict[str, float]) -> None:
+    """An evaluation pass finished. ``metrics`` holds ``val_loss`` and ``val_perplexity``."""
+
+
+@hookspec
+def plugformer_checkpoint_saved(run: RunInfo, step: int, path: Path) -> None:
+    """A checkpoint was written completely and atomically to ``path``."""
+
+
+@hookspec
+def plugformer_train_end(run: RunInfo, metrics: dict[str, Any]) -> None:
+    """Training finished (normally or by reaching ``max_steps``); ``metrics`` summarises the run."""

@@ -1,0 +1,24 @@
+"""The contracts each component family honours. Plugin authors subclass or follow these.
+
+Each family's registry names its interface (``plugformer plugins --family attention`` prints it);
+the docstrings here are the complete contract: construction, shapes, dtypes, protocols.
+"""
+from plugformer.interfaces.attention import Attention, DecodeCache, KVCache, causal_mask
+from plugformer.interfaces.callback import CallbackFactory
+from plugformer.interfaces.data import SPLITS, TextSource
+from plugformer.interfaces.dims import ModelDims
+from plugformer.interfaces.layers import MLPFactory, NormFactory
+from plugformer.interfaces.objective import Objective, ObjectiveOutput
+from plugformer.interfaces.optim import OptimizerFactory, SchedulerFactory, param_groups
+from plugformer.interfaces.parallel import ParallelStrategy, resolve_device
+from plugformer.interfaces.position import PositionEncoding
+from plugformer.interfaces.server import Server
+from plugformer.interfaces.tokenizer import Tokenizer
+from plugformer.interfaces.transform import ModelTransform, Stage
+
+__all__ = [
+    "SPLITS", "Attention", "CallbackFactory", "DecodeCache", "KVCache", "MLPFactory", "ModelDims",
+    "ModelTransform", "NormFactory", "Objective", "ObjectiveOutput", "OptimizerFactory",
+    "ParallelStrategy", "PositionEncoding", "SchedulerFactory", "Server", "Stage", "TextSource",
+    "Tokenizer", "causal_mask", "param_groups", "resolve_device",
+]

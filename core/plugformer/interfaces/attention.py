@@ -1,0 +1,78 @@
+"""Attention backends and the KV-cache protocol they honour."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from plugformer.interfaces.dims import ModelDims
+
+
+class Attention(nn.Module, ABC):
+    """An attention kernel: softmax(q kᵀ / √d + bias) v over already-projected heads.
+
+    Construction: ``Cls(config, dims)``: ``config`` is the entry's schema instance (or None),
+    ``dims`` a :class:`ModelDims`. Projections, rotary embeddings and the cache live in the core's
+    ``SelfAttention``; a backend only combines heads.
+
+    ``forward(q, k, v, *, causal, attn_bias=None, q_offset=0) -> Tensor``
+
+    - ``q``: (B, H, Tq, D); ``k``, ``v``: (B, Hkv, Tk, D) with ``H % Hkv == 0``. When Hkv < H
+      (grouped-query/multi-query attention) query head ``h`` reads kv head ``h // (H // Hkv)``.
+    - any floating dtype (fp32, bf16, fp16); the result has q's dtype and shape (B, H, Tq, D).
+    - ``causal``: query ``i`` sits at absolute position ``q_offset + i`` and may attend key ``j`` iff
+      ``j <= q_offset + i``. With ``causal=False`` every query sees every key (encoders).
+    - ``attn_bias``: optional additive float tensor broadcastable to (B, H, Tq, Tk), added to the
+      scaled scores before softmax (ALiBi slopes, ``-inf`` for padded keys).
+    - **KV-cache protocol**: in training ``Tq == Tk`` and ``q_offset == 0``. While decoding, the core
+      appends the new keys/values to the layer's :class:`KVCache` and calls the backend with all cached
+      keys (``Tk = past + Tq``) and ``q_offset = past``; the backend must mask relative to that offset.
+    - attention-weight dropout (``dims.dropout``) applies only when ``self.training``.
+    """
+
+    def __init__(self, config: Any, dims: ModelDims):
+        super().__init__()
+        self.config, self.dims = config, dims
+
+    @abstractmethod
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
+                attn_bias: Tensor | None = None, q_offset: int = 0) -> Tensor:
+        """Return the attention output, (B, H, Tq, D)."""
+
+
+def causal_mask(tq: int, tk: int, q_offset: int, device: torch.device | str) -> Tensor:
+    """Boolean (Tq, Tk) mask, True where query ``i`` may see key ``j`` (``j <= q_offset + i``)."""
+    q_pos = torch.arange(tq, device=device).unsqueeze(1) + q_offset
+    return torch.arange(tk, device=device).unsqueeze(0) <= q_pos
+
+
+class KVCache:
+    """Keys and values of one layer for incremental decoding, preallocated to ``max_len``.
+
+    The core owns the cache: ``update(k, v, start)`` writes the new (B, Hkv, T, D) keys and values at
+    positions ``start .. start+T`` and returns everything cached so far, which the backend receives.
+    """
+
+    def __init__(self, batch: int, n_kv_heads: int, max_len: int, head_dim: int,
+                 device: torch.device | str, dtype: torch.dtype):
+        shape = (batch, n_kv_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+
+    def update(self, k: Tensor, v: Tensor, start: int) -> tuple[Tensor, Tensor]:
+        end = start + k.shape[2]
+        if end > self.k.shape[2]:
+            raise ValueError(f"KV cache full: position {end} exceeds max_len {self.k.shape[2]}")
+        self.k[:, :, start:end] = k.to(self.k.dtype)
+        self.v[:, :, start:end] = v.to(self.v.dtype)
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class DecodeCache:
+    """All layers' :class:`KVCache` plus how many positions are filled (``length``)."""
+
+    def __init__(self, layers: list[KVCache]):
+        self.layers = layers
+        self.length = 0

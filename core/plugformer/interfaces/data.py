@@ -1,0 +1,28 @@
+"""Text sources: where training and validation documents come from."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Any
+
+SPLITS = ("train", "val")
+
+
+class TextSource(ABC):
+    """Documents for the ``train`` and ``val`` splits, in a deterministic order.
+
+    Construction: ``Cls(config)``. The core tokenizes the documents once into a cached memory-mapped
+    token file keyed by :meth:`fingerprint` and the tokenizer's fingerprint, so :meth:`fingerprint`
+    must change whenever the documents would.
+    """
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    @abstractmethod
+    def documents(self, split: str) -> Iterator[str]:
+        """Yield the documents of ``split`` (one of :data:`SPLITS`)."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A short stable string identifying the documents (paths, sizes, mtimes, caps)."""

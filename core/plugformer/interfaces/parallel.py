@@ -1,0 +1,112 @@
+"""Parallel strategies: how processes, devices and model replicas cooperate."""
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from plugformer.errors import ConfigError
+from plugformer.interfaces.transform import ModelTransform
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without one is an error."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind = requested.split(":")[0]
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError(f"device '{requested}' is not one of: auto, cpu, cuda, cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{requested}' requested but torch sees no CUDA device here; use device=cpu or auto")
+    return requested
+
+
+class ParallelStrategy(ABC):
+    """Owns the process group, wraps the model, splits the batch and saves/loads checkpoints.
+
+    Construction: ``Cls(config)``; then the trainer calls, in order:
+
+    1. :meth:`setup` (``device`` is ``"cpu"``, ``"cuda"`` or ``"auto"``): start the process group from
+       torchrun's environment if distributed; return this rank's ``torch.device``.
+    2. :meth:`transforms`: model transforms this strategy contributes to the ordered pipeline (tensor
+       parallel at ``Stage.SHARD``, DDP/FSDP wrappers at ``Stage.WRAP``).
+    3. per step: the global batch is split by :attr:`dp_rank`/:attr:`dp_size`; :meth:`no_sync` wraps
+       the backward of every micro-batch but the last; metrics go through :meth:`reduce_mean`.
+    4. :meth:`save` / :meth:`load` for checkpoints, :meth:`teardown` at the end.
+
+    The defaults describe one process holding the whole model; distributed strategies override them.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+
+    def __init__(self, config: Any = None):
+        self.config = config
+
+    @abstractmethod
+    def setup(self, device: str) -> torch.device:
+        """Start whatever the strategy needs and return the device this rank computes on."""
+
+    def transforms(self) -> list[ModelTransform]:
+        return []
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def dp_rank(self) -> int:
+        """This rank's index among data-parallel replicas (which slice of the global batch it takes)."""
+        return self.rank
+
+    @property
+    def dp_size(self) -> int:
+        return self.world_size
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        """The plain model inside any wrapper this strategy added."""
+        return getattr(model, "module", model)
+
+    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager[Any]:
+        """Context for micro-batches whose gradients must not be synchronised yet."""
+        return contextlib.nullcontext()
+
+    def reduce_mean(self, value: Tensor) -> Tensor:
+        """Mean of ``value`` over data-parallel ranks (identity for one process)."""
+        return value
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+
+    def save(self, directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Write ``model.safetensors`` and the optimizer state into ``directory`` (main rank writes)."""
+        from plugformer.checkpoint import save_model, save_state
+
+        if self.is_main:
+            save_model(directory, self.unwrap(model).state_dict())
+            save_state(directory, "optimizer", optimizer.state_dict())
+
+    def load(self, directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+        """Restore what :meth:`save` wrote, on every rank."""
+        from plugformer.checkpoint import load_model, load_state
+
+        self.unwrap(model).load_state_dict(load_model(directory))
+        if optimizer is not None:
+            optimizer.load_state_dict(load_state(directory, "optimizer"))
+
+    def teardown(self) -> None:
+        """Release the process group."""
+
+    @contextlib.contextmanager
+    def running(self, device: str) -> Iterator[torch.device]:
+        """``setup`` … ``teardown`` as a context manager."""
+        dev = self.setup(device)
+        try:
+            yield dev
+        finally:
+            self.teardown()

@@ -1,0 +1,118 @@
+"""A decoder-only (or, with a bidirectional objective, encoder-only) transformer.
+
+token embedding → positional encoding → N pre-norm blocks → final norm → LM head. Every swappable
+piece (attention backend, positional encoding, norm, MLP) comes from :class:`ModelParts`, factories the
+core builds from the registries; this module never looks a plugin up itself.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+
+from plugformer.interfaces import DecodeCache, KVCache, ModelDims, PositionEncoding
+
+
+@dataclass
+class ModelParts:
+    """Factories for the swappable pieces, each called with the (per-layer) :class:`ModelDims`."""
+
+    attention: Callable[[ModelDims], nn.Module]
+    position: Callable[[ModelDims], PositionEncoding]
+    norm: Callable[[ModelDims], nn.Module]
+    mlp: Callable[[ModelDims], nn.Module]
+
+
+class SelfAttention(nn.Module):
+    """Projects to q/k/v heads, applies the position rotation and KV cache, calls the backend."""
+
+    def __init__(self, dims: ModelDims, backend: nn.Module):
+        super().__init__()
+        self.dims = dims
+        kv_width = dims.n_kv_heads * dims.head_dim
+        self.qkv = nn.Linear(dims.d_model, dims.d_model + 2 * kv_width, bias=dims.bias)
+        self.proj_out = nn.Linear(dims.d_model, dims.d_model, bias=dims.bias)
+        self.backend = backend
+        self.resid_drop = nn.Dropout(dims.dropout)
+
+    def forward(self, x: Tensor, position: PositionEncoding, positions: Tensor, bias: Tensor | None,
+                cache: KVCache | None, offset: int) -> Tensor:
+        B, T, C = x.shape
+        H, Hkv, D = self.dims.n_heads, self.dims.n_kv_heads, self.dims.head_dim
+        q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
+        q = q.view(B, T, H, D).transpose(1, 2)
+        k = k.view(B, T, Hkv, D).transpose(1, 2)
+        v = v.view(B, T, Hkv, D).transpose(1, 2)
+        q, k = position.rotate(q, k, positions)
+        if cache is not None:
+            k, v = cache.update(k, v, offset)
+        y = self.backend(q, k, v, causal=self.dims.causal, attn_bias=bias, q_offset=offset)
+        return self.resid_drop(self.proj_out(y.transpose(1, 2).reshape(B, T, C)))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, dims: ModelDims, parts: ModelParts):
+        super().__init__()
+        self.norm_attn = parts.norm(dims)
+        self.attn = SelfAttention(dims, parts.attention(dims))
+        self.norm_mlp = parts.norm(dims)
+        self.mlp = parts.mlp(dims)
+
+    def forward(self, x: Tensor, position: PositionEncoding, positions: Tensor, bias: Tensor | None,
+                cache: KVCache | None, offset: int) -> Tensor:
+        x = x + self.attn(self.norm_attn(x), position, positions, bias, cache, offset)
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class Transformer(nn.Module):
+    """The language model. ``forward(tokens, cache=None) -> logits`` of shape (B, T, vocab_size)."""
+
+    def __init__(self, dims: ModelDims, n_layers: int, parts: ModelParts, tie_embeddings: bool = True,
+                 init_std: float = 0.02):
+        super().__init__()
+        self.dims, self.n_layers = dims, n_layers
+        self.tok_emb = nn.Embedding(dims.vocab_size, dims.d_model)
+        self.position = parts.position(dims)
+        self.drop = nn.Dropout(dims.dropout)
+        self.blocks = nn.ModuleList(Block(replace(dims, layer=i), parts) for i in range(n_layers))
+        self.norm_f = parts.norm(dims)
+        self.lm_head = nn.Linear(dims.d_model, dims.vocab_size, bias=False)
+        if tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        self._init_weights(init_std)
+
+    def _init_weights(self, std: float) -> None:
+        """GPT-2 init: N(0, std) weights, zero biases, residual projections scaled by 1/√(2·layers)."""
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                scale = 1 / math.sqrt(2 * self.n_layers) if name.endswith("proj_out") else 1.0
+                nn.init.normal_(module.weight, mean=0.0, std=std * scale)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, tokens: Tensor, cache: DecodeCache | None = None) -> Tensor:
+        offset = cache.length if cache is not None else 0
+        T = tokens.shape[1]
+        positions = torch.arange(offset, offset + T, device=tokens.device)
+        x = self.drop(self.position.embed(self.tok_emb(tokens), positions))
+        key_positions = torch.arange(offset + T, device=tokens.device) if offset else positions
+        bias = self.position.attention_bias(positions, key_positions)
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.position, positions, bias, cache.layers[i] if cache is not None else None, offset)
+        if cache is not None:
+            cache.length += T
+        return self.lm_head(self.norm_f(x))
+
+    def new_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> DecodeCache:
+        """An empty :class:`DecodeCache` for incremental decoding of up to ``max_len`` positions."""
+        p = self.tok_emb.weight
+        return DecodeCache([KVCache(batch, self.dims.n_kv_heads, max_len, self.dims.head_dim, p.device,
+                                    dtype or p.dtype) for _ in range(self.n_layers)])
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

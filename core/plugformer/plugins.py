@@ -1,0 +1,172 @@
+"""Finds plugins through the ``plugformer`` entry-point group and lets them register components.
+
+Loading is explicit (:func:`load_plugins`), idempotent, and isolates each entry point: a plugin that
+fails to import or to register is recorded (``plugformer plugins`` shows it, unknown-name errors list
+it) and the others keep working. Switches, read from the environment so that every torchrun rank and
+launcher worker sees the same ones:
+
+- ``PLUGFORMER_DISABLE_PLUGIN_AUTOLOAD=1``: load only the plugins named in ``PLUGFORMER_PLUGINS``;
+- ``PLUGFORMER_PLUGINS=a,b``: allow list (entry-point or distribution names);
+- ``PLUGFORMER_BLOCK_PLUGINS=c,d``: block list;
+- ``PLUGFORMER_STRICT_PLUGINS=1``: any load failure is an error.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from plugformer import hookspecs
+from plugformer.errors import PluginLoadError
+from plugformer.registry import Registries
+
+ENTRY_POINT_GROUP = "plugformer"
+ENV_DISABLE_AUTOLOAD = "PLUGFORMER_DISABLE_PLUGIN_AUTOLOAD"
+ENV_ALLOW = "PLUGFORMER_PLUGINS"
+ENV_BLOCK = "PLUGFORMER_BLOCK_PLUGINS"
+ENV_STRICT = "PLUGFORMER_STRICT_PLUGINS"
+
+
+def _names(value: str | None) -> frozenset[str]:
+    return frozenset(n.strip() for n in (value or "").split(",") if n.strip())
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """Which entry points to load and how strictly."""
+
+    autoload: bool = True
+    allow: frozenset[str] = frozenset()
+    block: frozenset[str] = frozenset()
+    strict: bool = False
+
+    @classmethod
+    def from_env(cls) -> LoadSettings:
+        flag = lambda key: os.environ.get(key, "").lower() in {"1", "true", "yes"}  # noqa: E731
+        return cls(not flag(ENV_DISABLE_AUTOLOAD), _names(os.environ.get(ENV_ALLOW)),
+                   _names(os.environ.get(ENV_BLOCK)), flag(ENV_STRICT))
+
+    def wants(self, *names: str) -> tuple[bool, str]:
+        """(load it?, why not) for a plugin known by any of ``names``."""
+        if self.block.intersection(names):
+            return False, "blocked"
+        if self.allow and not self.allow.intersection(names):
+            return False, "not in allow list"
+        if not self.autoload and not self.allow.intersection(names):
+            return False, "autoload disabled"
+        return True, ""
+
+
+@dataclass
+class PluginRecord:
+    """What happened to one plugin: ``loaded``, ``failed`` or ``skipped`` (with the reason)."""
+
+    name: str
+    dist: str
+    version: str
+    value: str
+    status: str
+    error: str = ""
+
+
+class PluginHost:
+    """This process's pluggy manager, registries, and the record of what loaded."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.registries = Registries()
+        self.records: list[PluginRecord] = []
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    def add_plugin(self, plugin: object, name: str, dist: str = "<local>", version: str = "",
+                   value: str = "") -> PluginRecord:
+        """Register ``plugin`` with pluggy and run its ``plugformer_register``; failures are recorded."""
+        record = PluginRecord(name, dist, version, value or getattr(plugin, "__name__", repr(plugin)), "loaded")
+        try:
+            self.pm.register(plugin, name=name)
+            self._check_hooks(plugin)
+            with self.registries.providing(dist, version, name):
+                for impl in self.pm.hook.plugformer_register.get_hookimpls():
+                    if impl.plugin is plugin:
+                        impl.function(*[{"registries": self.registries}[a] for a in impl.argnames])
+        except Exception as exc:
+            self.registries.remove_plugin(name)
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+            self.registries.failures[name] = record.error
+        self.records.append(record)
+        return record
+
+    def _check_hooks(self, plugin: object) -> None:
+        for caller in self.pm.get_hookcallers(plugin) or []:
+            if caller.spec is None:
+                raise PluginLoadError(f"unknown hook '{caller.name}' (hooks are: "
+                                      f"{', '.join(sorted(n for n in dir(hookspecs) if n.startswith('plugformer_')))})")
+
+    def load_entry_points(self, eps: Iterable[EntryPoint], settings: LoadSettings) -> None:
+        seen: dict[str, str] = {}
+        for ep in eps:
+            dist = ep.dist.name if ep.dist is not None else "<unknown>"
+            version = ep.dist.version if ep.dist is not None else ""
+            if ep.name in seen:
+                error = f"duplicate entry point name '{ep.name}' (also provided by {seen[ep.name]})"
+                self.records.append(PluginRecord(ep.name, dist, version, ep.value, "failed", error))
+                self.registries.failures[f"{ep.name} from {dist}"] = error
+                continue
+            seen[ep.name] = dist
+            wanted, why = settings.wants(ep.name, dist)
+            if not wanted:
+                self.records.append(PluginRecord(ep.name, dist, version, ep.value, "skipped", why))
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                self.records.append(PluginRecord(ep.name, dist, version, ep.value, "failed", error))
+                self.registries.failures[ep.name] = error
+                continue
+            self.add_plugin(plugin, ep.name, dist, version, ep.value)
+        if settings.strict and (failed := [r for r in self.records if r.status == "failed"]):
+            raise PluginLoadError("strict plugin loading: " + "; ".join(f"{r.name} ({r.error})" for r in failed))
+
+    def manifest(self) -> list[dict[str, str]]:
+        """Each plugin and its version, as saved with every run and checkpoint."""
+        return [asdict(r) for r in self.records]
+
+
+_host: PluginHost | None = None
+
+
+def load_plugins(eps: Iterable[EntryPoint] | None = None, settings: LoadSettings | None = None) -> PluginHost:
+    """Load plugins once per process and return the host; later calls return the same host.
+
+    Tests pass ``eps`` (fake entry points) and ``settings`` to build a fresh host.
+    """
+    global _host
+    if _host is not None and eps is None and settings is None:
+        return _host
+    host = PluginHost()
+    host.load_entry_points(entry_points(group=ENTRY_POINT_GROUP) if eps is None else eps,
+                           settings or LoadSettings.from_env())
+    _host = host
+    return host
+
+
+def reset_plugins() -> None:
+    """Forget the loaded host (tests)."""
+    global _host
+    _host = None
+
+
+def get_registries() -> Registries:
+    """The registries of this process, loading plugins first if needed."""
+    return load_plugins().registries

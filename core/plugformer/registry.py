@@ -1,0 +1,199 @@
+"""Typed, lazy registries: one per component family.
+
+A registry maps a short name (``sdpa``) to an :class:`Entry`: a lazy ``"module:attr"`` reference (or the
+object itself), the distribution that provided it, an optional config schema (a dataclass), declared
+capabilities and an availability check. Nothing here imports torch: listing plugins stays fast.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from plugformer.errors import DuplicateComponentError, UnknownComponentError
+
+Availability = tuple[bool, str]
+LOCAL_PROVIDER = ("<local>", "")
+
+
+def resolve(ref: Any) -> Any:
+    """Import ``"package.module:attr"`` (dots allowed in attr); return any other object unchanged."""
+    if not isinstance(ref, str):
+        return ref
+    module_name, _, attr = ref.partition(":")
+    obj = importlib.import_module(module_name)
+    for part in filter(None, attr.split(".")):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass
+class Entry:
+    """One registered implementation. ``target`` and ``schema`` stay unimported until used."""
+
+    name: str
+    family: str
+    target: Any
+    provider: str
+    version: str
+    plugin: str = ""
+    schema: Any = None
+    description: str = ""
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    available: Callable[[], Availability] | str | None = None
+
+    def load(self) -> Any:
+        """Import and return the implementation (a class or a factory callable)."""
+        return resolve(self.target)
+
+    def load_schema(self) -> type | None:
+        """The config dataclass for this implementation, or None when it takes no options."""
+        schema = resolve(self.schema) if self.schema is not None else None
+        if schema is not None and not dataclasses.is_dataclass(schema):
+            raise TypeError(f"{self.family} '{self.name}': schema {schema!r} is not a dataclass")
+        return schema
+
+    def availability(self) -> Availability:
+        """(ok, reason): whether this implementation can run in this process, and why not."""
+        if self.available is None:
+            return True, ""
+        try:
+            ok, reason = resolve(self.available)()
+        except Exception as exc:  # a broken check must not break listing
+            return False, f"availability check failed: {type(exc).__name__}: {exc}"
+        return bool(ok), str(reason)
+
+    @property
+    def provided_by(self) -> str:
+        return f"{self.provider} {self.version}".strip()
+
+
+class Registry:
+    """Names → implementations for one component family (see :data:`FAMILIES`)."""
+
+    def __init__(self, family: str, description: str, interface: str | None = None,
+                 failures: Callable[[], list[str]] = list):
+        self.family = family
+        self.description = description
+        self.interface = interface
+        self._entries: dict[str, Entry] = {}
+        self._failures = failures
+        self._provider: tuple[str, str, str] = (*LOCAL_PROVIDER, "")
+
+    def register(self, name: str, target: Any, *, schema: Any = None, description: str = "",
+                 capabilities: dict[str, Any] | None = None,
+                 available: Callable[[], Availability] | str | None = None,
+                 override: bool = False) -> Entry:
+        """Add ``name``. Re-registering the same target is a no-op; a different one needs ``override``."""
+        provider, version, plugin = self._provider
+        entry = Entry(name, self.family, target, provider, version, plugin, schema, description,
+                      dict(capabilities or {}), available)
+        old = self._entries.get(name)
+        if old is not None and not override:
+            if old.target == entry.target:
+                return old
+            raise DuplicateComponentError(
+                f"{self.family} '{name}' is registered twice: by {old.provided_by or old.plugin} "
+                f"({old.target}) and by {entry.provided_by or plugin} ({target}); "
+                "pass override=True to replace it on purpose")
+        self._entries[name] = entry
+        return entry
+
+    def unregister(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    def get(self, name: str) -> Entry:
+        """The entry for ``name``, or an :class:`UnknownComponentError` listing the choices."""
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            choices = {n: e.provided_by for n, e in self._entries.items()}
+            raise UnknownComponentError(self.family, name, choices, self._failures()) from None
+
+    def load(self, name: str) -> Any:
+        return self.get(name).load()
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter([self._entries[n] for n in self.names()])
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# family name -> (what it is, the interface an implementation honours)
+FAMILIES: dict[str, tuple[str, str | None]] = {
+    "tokenizer": ("text <-> token ids; trained or loaded", "plugformer.interfaces.tokenizer:Tokenizer"),
+    "attention": ("attention kernel over projected q, k, v (causal, bias, KV cache)",
+                  "plugformer.interfaces.attention:Attention"),
+    "position": ("positional information: embedding, q/k rotation or attention bias",
+                 "plugformer.interfaces.position:PositionEncoding"),
+    "norm": ("normalisation layer over the model dimension", "plugformer.interfaces.layers:NormFactory"),
+    "mlp": ("position-wise feed-forward block", "plugformer.interfaces.layers:MLPFactory"),
+    "objective": ("training loss over a batch of token windows", "plugformer.interfaces.objective:Objective"),
+    "parallel": ("how processes, devices and model copies cooperate",
+                 "plugformer.interfaces.parallel:ParallelStrategy"),
+    "optimizer": ("builds a torch optimizer for the model's parameters",
+                  "plugformer.interfaces.optim:OptimizerFactory"),
+    "scheduler": ("learning-rate schedule over training steps", "plugformer.interfaces.optim:SchedulerFactory"),
+    "adapter": ("parameter-efficient model transform (LoRA, ...)", "plugformer.interfaces.transform:ModelTransform"),
+    "quantizer": ("weight/activation quantization transform", "plugformer.interfaces.transform:ModelTransform"),
+    "server": ("serves a loaded model over a protocol", "plugformer.interfaces.server:Server"),
+    "data": ("a source of training/validation text", "plugformer.interfaces.data:TextSource"),
+    "callback": ("lifecycle hook implementations: loggers, progress bars",
+                 "plugformer.interfaces.callback:CallbackFactory"),
+}
+
+
+class Registries:
+    """All family registries, the record of plugin load failures, and who is registering right now."""
+
+    def __init__(self) -> None:
+        self.failures: dict[str, str] = {}
+        self._by_family = {
+            fam: Registry(fam, desc, iface, failures=self.failure_lines) for fam, (desc, iface) in FAMILIES.items()
+        }
+
+    def __getattr__(self, family: str) -> Registry:
+        try:
+            return self.__dict__["_by_family"][family]
+        except KeyError:
+            raise AttributeError(family) from None
+
+    def __getitem__(self, family: str) -> Registry:
+        return self._by_family[family]
+
+    def __iter__(self) -> Iterator[Registry]:
+        return iter(self._by_family.values())
+
+    def families(self) -> list[str]:
+        return list(self._by_family)
+
+    def failure_lines(self) -> list[str]:
+        return [f"{name} ({err})" for name, err in self.failures.items()]
+
+    @contextlib.contextmanager
+    def providing(self, provider: str, version: str, plugin: str) -> Iterator[None]:
+        """Attribute every ``register`` call inside the block to ``provider`` (a distribution)."""
+        saved = {r.family: r._provider for r in self}
+        for r in self:
+            r._provider = (provider, version, plugin)
+        try:
+            yield
+        finally:
+            for r in self:
+                r._provider = saved[r.family]
+
+    def remove_plugin(self, plugin: str) -> None:
+        """Drop every entry a plugin registered (used when its registration hook fails halfway)."""
+        for r in self:
+            for name in [n for n, e in r._entries.items() if e.plugin == plugin]:
+                r.unregister(name)

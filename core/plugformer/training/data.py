@@ -1,0 +1,57 @@
+"""The data side of a training run: text source → (fitted) tokenizer → cached tokens → batches."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from plugformer.build import build, component_config
+from plugformer.interfaces import ParallelStrategy, Tokenizer
+from plugformer.registry import Registries
+from plugformer.tokens import WindowSampler, eval_windows, fit_tokenizer_cached, tokenize_to_cache
+
+
+
+
+class TrainingData:
+    """Prepares the tokenizer and token files once (main rank first), then serves batches by step."""
+
+    def __init__(self, cfg: DictConfig, registries: Registries, strategy: ParallelStrategy,
+                 resume_from: Path | None):
+        self.seq_len = cfg.data.seq_len
+        self.batch_size = cfg.trainer.batch_size
+        self.eval_batches = cfg.trainer.eval_batches
+        self.strategy = strategy
+        cache_dir = cfg.data.get("cache_dir")
+        self.source = build(registries, "data", cfg.data)
+        # main rank fits and tokenizes first; the others then read its cached files
+        for turn in ("main", "others"):
+            if strategy.is_main == (turn == "main"):
+                self.tokenizer = self._tokenizer(cfg, registries, resume_from, cache_dir)
+                self.train_tokens = tokenize_to_cache(self.source, self.tokenizer, "train", cache_dir)
+                self.val_tokens = tokenize_to_cache(self.source, self.tokenizer, "val", cache_dir)
+            strategy.barrier()
+        self.sampler = WindowSampler(self.train_tokens, seed=cfg.seed)
+
+    def _tokenizer(self, cfg: DictConfig, registries: Registries, resume_from: Path | None,
+                   cache_dir: str | None) -> Tokenizer:
+        if resume_from is not None:
+            entry = registries.tokenizer.get(cfg.tokenizer.name)
+            return entry.load().load(component_config(entry, cfg.tokenizer), resume_from / "tokenizer")
+        tokenizer = build(registries, "tokenizer", cfg.tokenizer)
+        tok_cache = Path(cache_dir) / "tokenizers" if cache_dir else None
+        return fit_tokenizer_cached(tokenizer, self.source, tok_cache)
+
+    def _rows(self, rows_per_rank: int) -> slice:
+        start = self.strategy.dp_rank * rows_per_rank
+        return slice(start, start + rows_per_rank)
+
+    def train_batch(self, step: int, rows_per_rank: int) -> torch.Tensor:
+        """This rank's rows of the global batch of ``step``: (rows_per_rank, seq_len + 1) int64."""
+        return self.sampler.batch(step, self.batch_size, self.seq_len, rows=self._rows(rows_per_rank))
+
+    def val_batches(self, rows_per_rank: int) -> Iterator[torch.Tensor]:
+        return eval_windows(self.val_tokens, self.eval_batches, self.batch_size, self.seq_len,
+                            rows=self._rows(rows_per_rank))

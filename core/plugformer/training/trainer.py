@@ -1,0 +1,200 @@
+"""Trains a model a config describes: data → model → transforms → optimizer → loop → checkpoints.
+
+Exact resume: the batch of step ``s`` and the dropout RNG of step ``s`` depend only on (seed, s, rank),
+and checkpoints hold model, optimizer, scheduler and step, so a run stopped at step N and resumed
+reproduces the uninterrupted run's losses.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from plugformer.build import build
+from plugformer.checkpoint import CheckpointDir, load_state, save_state, write_json
+from plugformer.config.validate import validate_train
+from plugformer.errors import ConfigError
+from plugformer.interfaces import ParallelStrategy
+from plugformer.model import apply_transforms, build_model
+from plugformer.plugins import PluginHost
+from plugformer.precision import autocast
+from plugformer.run import RunInfo
+from plugformer.training.data import TrainingData
+
+
+def run_training(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, Any]:
+    """Validate ``cfg`` (before any process group starts), then train inside the parallel strategy."""
+    validate_train(cfg, host.registries)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    strategy: ParallelStrategy = build(host.registries, "parallel", cfg.parallel)
+    with strategy.running(cfg.device) as device:
+        return Trainer(cfg, Path(run_dir), host, strategy, device).fit()
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step * 7919 + rank) % (2**63)
+
+
+class Trainer:
+    """One training run. Built pieces are plain attributes; :meth:`fit` runs the loop."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, host: PluginHost, strategy: ParallelStrategy,
+                 device: torch.device):
+        self.cfg, self.run_dir, self.host, self.strategy, self.device = cfg, run_dir, host, strategy, device
+        registries = host.registries
+        t = cfg.trainer
+        if t.batch_size % (strategy.dp_size * t.grad_accum):
+            raise ConfigError(f"trainer.batch_size={t.batch_size} must be divisible by data-parallel ranks "
+                              f"({strategy.dp_size}) × trainer.grad_accum ({t.grad_accum})")
+        self.rows_per_rank = t.batch_size // strategy.dp_size
+        self.ckpts = CheckpointDir(run_dir / "checkpoints", t.keep_last)
+        resume_from = self.ckpts.last if cfg.resume else None
+        self.data = TrainingData(cfg, registries, strategy, resume_from)
+        self.tokenizer = self.data.tokenizer
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, registries, self.tokenizer.vocab_size).to(device)
+        self.n_params = sum(p.numel() for p in model.parameters())
+        self.model = apply_transforms(model, strategy.transforms())
+        self.optimizer = build(registries, "optimizer", cfg.optimizer, self.model)
+        self.scheduler = build(registries, "scheduler", cfg.scheduler, self.optimizer, t.max_steps)
+        self.objective = build(registries, "objective", cfg.objective, self.tokenizer)
+        self.step = self._restore(resume_from) if resume_from else 0
+        self.run = RunInfo(run_dir, OmegaConf.to_container(cfg, resolve=True), t.max_steps, self.step,
+                           t.batch_size * cfg.data.seq_len, strategy.rank, strategy.world_size)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        t, hook = self.cfg.trainer, self.host.hook
+        callbacks = [build(self.host.registries, "callback", name, self.run_dir) for name in t.callbacks]
+        for cb in callbacks:
+            self.host.pm.register(cb)
+        try:
+            if self.strategy.is_main:
+                self._write_run_files()
+            hook.plugformer_train_start(run=self.run)
+            summary = self._loop(hook)
+            hook.plugformer_train_end(run=self.run, metrics=summary)
+        finally:
+            for cb in callbacks:
+                self.host.pm.unregister(cb)
+        return summary
+
+    def _loop(self, hook: Any) -> dict[str, Any]:
+        t = self.cfg.trainer
+        start_time = last_time = time.perf_counter()
+        start_step, last_logged = self.step, self.step
+        loss_sum = torch.zeros((), device=self.device)
+        metrics: dict[str, float] = {}
+        eval_metrics: dict[str, float] = {}
+        while self.step < t.max_steps:
+            self.step += 1
+            loss_sum += self.train_step()
+            final = self.step == t.max_steps
+            if self.step % t.log_every == 0 or final or self.step == 1:
+                now = time.perf_counter()
+                steps = self.step - last_logged
+                loss = self.strategy.reduce_mean(loss_sum / steps).item()
+                metrics = {"loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                           "tokens_per_s": steps * self.run.tokens_per_step / max(now - last_time, 1e-9),
+                           "tokens": self.step * self.run.tokens_per_step}
+                hook.plugformer_step_end(run=self.run, step=self.step, metrics=metrics)
+                loss_sum.zero_()
+                last_time, last_logged = time.perf_counter(), self.step
+            if (t.eval_every and self.step % t.eval_every == 0) or final:
+                eval_metrics = self.evaluate()
+                hook.plugformer_evaluate(run=self.run, step=self.step, metrics=eval_metrics)
+            if (t.save_every and self.step % t.save_every == 0) or final:
+                path = self.save()
+                hook.plugformer_checkpoint_saved(run=self.run, step=self.step, path=path)
+        wall = time.perf_counter() - start_time
+        summary = {"step": self.step, **metrics, **eval_metrics, "params": self.n_params, "wall_s": wall,
+                   "tokens_per_s_mean": (self.step - start_step) * self.run.tokens_per_step / max(wall, 1e-9),
+                   "peak_memory_mb": self._peak_memory_mb()}
+        summary.pop("tokens_per_s", None)
+        if self.strategy.is_main:
+            write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+    def train_step(self) -> torch.Tensor:
+        """One optimizer step over this rank's share of the global batch; returns the detached loss."""
+        t = self.cfg.trainer
+        torch.manual_seed(step_seed(self.cfg.seed, self.step, self.strategy.rank))
+        batch = self.data.train_batch(self.step, self.rows_per_rank).to(self.device, non_blocking=True)
+        self.model.train()
+        total = torch.zeros((), device=self.device)
+        micro_batches = batch.chunk(t.grad_accum)
+        for i, micro in enumerate(micro_batches):
+            sync = i == len(micro_batches) - 1
+            with contextlib.nullcontext() if sync else self.strategy.no_sync(self.model):
+                with autocast(self.device, self.cfg.precision):
+                    loss = self.objective(self.model, micro).loss / len(micro_batches)
+                loss.backward()
+            total += loss.detach()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss over the fixed validation windows (each rank takes its rows of every batch)."""
+        self.model.eval()
+        total, count = torch.zeros((), device=self.device), 0
+        for batch in self.data.val_batches(self.rows_per_rank):
+            with autocast(self.device, self.cfg.precision):
+                total += self.objective(self.model, batch.to(self.device)).loss.float()
+            count += 1
+        val_loss = self.strategy.reduce_mean(total / max(count, 1)).item()
+        return {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save(self) -> Path:
+        """Write ``checkpoints/step-N`` atomically through the strategy and point ``last`` at it."""
+        main = self.strategy.is_main
+        if main:
+            self.ckpts.begin(self.step)
+        self.strategy.barrier()
+        tmp = self.ckpts.tmp_dir(self.step)
+        self.strategy.save(tmp, self.model, self.optimizer)
+        if main:
+            save_state(tmp, "trainer_state", {"step": self.step, "seed": self.cfg.seed,
+                                              "scheduler": self.scheduler.state_dict(),
+                                              "torch_rng": torch.get_rng_state()})
+            (tmp / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+            write_json(tmp / "plugins.json", self.host.manifest())
+            (tmp / "tokenizer").mkdir()
+            self.tokenizer.save(tmp / "tokenizer")
+        self.strategy.barrier()
+        final = self.ckpts.commit(self.step) if main else self.ckpts.step_dir(self.step)
+        self.strategy.barrier()
+        return final
+
+    def _restore(self, directory: Path) -> int:
+        self.strategy.load(directory, self.model, self.optimizer)
+        state = load_state(directory, "trainer_state")
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["step"])
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+    def _write_run_files(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        write_json(self.run_dir / "plugins.json", self.host.manifest())
+
+    def _peak_memory_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+__all__ = ["Trainer", "run_training"]

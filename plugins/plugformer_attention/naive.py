@@ -1,0 +1,38 @@
+"""The reference attention backend: the textbook formula, written out step by step.
+
+It materialises the full (B, H, Tq, Tk) score matrix, so it is slow and memory-hungry, but every
+step is visible, which makes it the ground truth the fused backends are tested against.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from plugformer.interfaces import Attention, ModelDims, causal_mask
+from plugformer_attention.common import kv_groups, repeat_kv
+from plugformer_attention.schemas import NaiveAttentionConfig
+
+
+class NaiveAttention(Attention):
+    """softmax(q kᵀ / √d + bias) v with scores and softmax in float32 for numerical stability."""
+
+    def __init__(self, config: NaiveAttentionConfig | None, dims: ModelDims):
+        super().__init__(config, dims)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
+                attn_bias: Tensor | None = None, q_offset: int = 0) -> Tensor:
+        groups = kv_groups(q, k)
+        k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+        tq, tk = q.shape[2], k.shape[2]
+
+        scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
+        if attn_bias is not None:
+            scores = scores + attn_bias.float()
+        if causal:
+            scores = scores.masked_fill(~causal_mask(tq, tk, q_offset, q.device), float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        probs = F.dropout(probs, p=self.dims.dropout, training=self.training)
+        return (probs.to(v.dtype) @ v).to(q.dtype)

@@ -1,0 +1,14 @@
+"""Built-in parallel strategies: one process, and torch DistributedDataParallel under torchrun."""
+from plugformer import hookimpl
+
+
+@hookimpl
+def plugformer_register(registries):
+    registries.parallel.register(
+        "single", "plugformer_parallel.single:SingleProcess", schema="plugformer_parallel.schemas:SingleConfig",
+        description="one process, one device", capabilities={"devices": ["cpu", "cuda"]})
+    registries.parallel.register(
+        "ddp", "plugformer_parallel.ddp:DistributedDataParallelStrategy",
+        schema="plugformer_parallel.schemas:DDPConfig",
+        description="torch DDP: a full replica per rank, gradients all-reduced (run under torchrun)",
+        capabilities={"devices": ["cpu", "cuda"], "distributed": True})

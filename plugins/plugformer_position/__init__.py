@@ -1,0 +1,28 @@
+"""Built-in positional encodings. Registration only: no torch import here (see ``plugformer_register``).
+
+``learned`` and ``sinusoidal`` add a vector per position to the token embeddings (GPT-2, the original
+Transformer); ``rope`` rotates queries and keys inside attention (Llama, GPT-NeoX).
+"""
+from plugformer import hookimpl
+
+
+@hookimpl
+def plugformer_register(registries):
+    registries.position.register(
+        "learned", "plugformer_position.learned:LearnedPosition",
+        schema="plugformer_position.schemas:LearnedPositionConfig",
+        description="trained absolute position embeddings added to the tokens (GPT-2)",
+        capabilities={"devices": ["cpu", "cuda"], "injects": ["embed"], "extrapolates": False,
+                      "parameters": True})
+    registries.position.register(
+        "sinusoidal", "plugformer_position.sinusoidal:SinusoidalPosition",
+        schema="plugformer_position.schemas:SinusoidalPositionConfig",
+        description="fixed sin/cos absolute positions added to the tokens (Attention Is All You Need)",
+        capabilities={"devices": ["cpu", "cuda"], "injects": ["embed"], "extrapolates": True,
+                      "parameters": False})
+    registries.position.register(
+        "rope", "plugformer_position.rope:RotaryPosition",
+        schema="plugformer_position.schemas:RopeConfig",
+        description="rotary position embedding on q and k, rotate-half convention (Llama, GPT-NeoX)",
+        capabilities={"devices": ["cpu", "cuda"], "injects": ["rotate"], "extrapolates": True,
+                      "parameters": False})

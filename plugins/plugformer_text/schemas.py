@@ -1,0 +1,33 @@
+"""Config schemas of the built-in tokenizers and text sources (torch-free, so configs compose fast)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Directories of the standard library that are tests, tools or data tables rather than ordinary code.
+STDLIB_EXCLUDE = ["site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3",
+                  "pydoc_data", "encodings", "__pycache__", "ensurepip"]
+
+
+@dataclass
+class ByteTokenizerConfig:
+    """The byte tokenizer has a fixed vocabulary and takes no options."""
+
+
+@dataclass
+class BPETokenizerConfig:
+    vocab_size: int = 4096  # target vocabulary, including the 256 byte symbols and <|endoftext|>
+    min_frequency: int = 2  # a pair must occur this often to be merged
+
+
+@dataclass
+class StdlibSourceConfig:
+    max_bytes: int = 4_000_000  # stop adding files (in sorted order) once this many bytes are taken
+    val_fraction: float = 0.05  # share of files held out for validation (chosen by a hash of the path)
+    exclude: list[str] = field(default_factory=lambda: list(STDLIB_EXCLUDE))  # directory names skipped
+
+
+@dataclass
+class TextFileSourceConfig:
+    path: str = "???"  # a .txt/.jsonl file or a directory of them (required)
+    text_field: str = "text"  # the field of each .jsonl record that holds the document
+    val_fraction: float = 0.05  # share of documents held out for validation (chosen by a stable hash)
