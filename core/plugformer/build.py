@@ -36,7 +36,7 @@ def component_config(entry: Entry, node: Any) -> Any:
     try:
         return schema(**params)
     except TypeError as exc:
-        valid = ", ".join(f.name for f in dataclasses.fields(schema))
+        valid = ", ".join(f.name for f in dataclasses.fields(schema)) or "none"
         raise ConfigError(f"{entry.family} '{entry.name}': {exc}; valid keys: {valid}") from None
 
 

@@ -22,10 +22,10 @@ class UnknownComponentError(PlugformerError, KeyError):
 
     def _message(self) -> str:
         offered = ", ".join(f"{n} ({p})" for n, p in sorted(self.choices.items())) or "none"
-        msg = f"unknown {self.family} '{self.name}'{did_you_mean(self.name, self.choices)}"
-        msg += f" registered {self.family} choices: {offered}"
+        msg = f"unknown {self.family} '{self.name}'{did_you_mean(self.name, self.choices)}; "
+        msg += f"registered {self.family} choices: {offered}"
         if self.failures:
-            msg += "; plugins that failed to load: " + "; ".join(self.failures)
+            msg += "; plugins that failed to load: " + ", ".join(self.failures)
         return msg
 
     def __str__(self) -> str:  # KeyError would quote the message
@@ -49,6 +49,6 @@ class UnavailableError(PlugformerError):
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
-    """Return ``"; did you mean 'x'?"`` for the closest choice, or an empty string."""
+    """Return ``" (did you mean 'x'?)"`` for the closest choice, or an empty string."""
     guess = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
-    return f"; did you mean '{guess[0]}'?" if guess else ""
+    return f" (did you mean '{guess[0]}'?)" if guess else ""

@@ -92,7 +92,7 @@ class PluginHost:
         record = PluginRecord(name, dist, version, value or getattr(plugin, "__name__", repr(plugin)), "loaded")
         try:
             self.pm.register(plugin, name=name)
-            self._check_hooks(plugin)
+            self.check_hooks(plugin)
             with self.registries.providing(dist, version, name):
                 for impl in self.pm.hook.plugformer_register.get_hookimpls():
                     if impl.plugin is plugin:
@@ -106,7 +106,8 @@ class PluginHost:
         self.records.append(record)
         return record
 
-    def _check_hooks(self, plugin: object) -> None:
+    def check_hooks(self, plugin: object) -> None:
+        """Refuse hook implementations whose name matches no hookspec (a typo would never be called)."""
         for caller in self.pm.get_hookcallers(plugin) or []:
             if caller.spec is None:
                 raise PluginLoadError(f"unknown hook '{caller.name}' (hooks are: "

@@ -44,10 +44,20 @@ class Entry:
     description: str = ""
     capabilities: dict[str, Any] = field(default_factory=dict)
     available: Callable[[], Availability] | str | None = None
+    interface: str | None = None
+    overrides: bool = False
 
     def load(self) -> Any:
-        """Import and return the implementation (a class or a factory callable)."""
-        return resolve(self.target)
+        """Import and return the implementation, checking it honours the family's interface."""
+        obj = resolve(self.target)
+        iface = resolve(self.interface) if self.interface else None
+        if isinstance(iface, type) and not getattr(iface, "_is_protocol", False):
+            if not (isinstance(obj, type) and issubclass(obj, iface)):
+                raise TypeError(f"{self.family} '{self.name}' ({self.target}, from {self.provided_by}) "
+                                f"must be a subclass of {iface.__module__}.{iface.__qualname__}")
+        elif not callable(obj):
+            raise TypeError(f"{self.family} '{self.name}' ({self.target}) is not callable")
+        return obj
 
     def load_schema(self) -> type | None:
         """The config dataclass for this implementation, or None when it takes no options."""
@@ -87,13 +97,17 @@ class Registry:
                  capabilities: dict[str, Any] | None = None,
                  available: Callable[[], Availability] | str | None = None,
                  override: bool = False) -> Entry:
-        """Add ``name``. Re-registering the same target is a no-op; a different one needs ``override``."""
+        """Add ``name``. Re-registering the same target is a no-op; a different one needs ``override``.
+
+        An entry registered with ``override=True`` wins whatever the plugin load order: a later plain
+        registration of the same name leaves it in place.
+        """
         provider, version, plugin = self._provider
         entry = Entry(name, self.family, target, provider, version, plugin, schema, description,
-                      dict(capabilities or {}), available)
+                      dict(capabilities or {}), available, self.interface, override)
         old = self._entries.get(name)
         if old is not None and not override:
-            if old.target == entry.target:
+            if old.target == entry.target or old.overrides:
                 return old
             raise DuplicateComponentError(
                 f"{self.family} '{name}' is registered twice: by {old.provided_by or old.plugin} "

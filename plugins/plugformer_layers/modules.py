@@ -20,13 +20,14 @@ class GeluMLP(nn.Module):
 
     def __init__(self, config: GeluMLPConfig, dims: ModelDims):
         super().__init__()
-        if config.approximate not in ("tanh", "none"):
-            raise ValueError(f"mlp.approximate must be 'tanh' or 'none', got {config.approximate!r}")
+        approximate = getattr(config.approximate, "value", config.approximate)
+        if approximate not in ("tanh", "none"):
+            raise ValueError(f"mlp.approximate must be 'tanh' or 'none', got {approximate!r}")
         hidden = int(config.hidden_mult * dims.d_model)
         self.proj_in = nn.Linear(dims.d_model, hidden, bias=dims.bias)
         self.proj_out = nn.Linear(hidden, dims.d_model, bias=dims.bias)
         self.drop = nn.Dropout(dims.dropout)
-        self.approximate = config.approximate
+        self.approximate = approximate
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(self.proj_out(F.gelu(self.proj_in(x), approximate=self.approximate)))

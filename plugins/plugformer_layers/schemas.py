@@ -1,5 +1,11 @@
 """Config schemas of the built-in norms and MLPs (torch-free, so configs compose without torch)."""
 from dataclasses import dataclass
+from enum import Enum
+
+
+class GeluApproximation(str, Enum):
+    tanh = "tanh"  # GPT-2's tanh approximation
+    none = "none"  # exact erf GELU
 
 
 @dataclass
@@ -10,4 +16,4 @@ class LayerNormConfig:
 @dataclass
 class GeluMLPConfig:
     hidden_mult: float = 4.0  # hidden size = hidden_mult × d_model
-    approximate: str = "tanh"  # GPT-2 uses the tanh approximation; "none" for exact erf GELU
+    approximate: GeluApproximation = GeluApproximation.tanh

@@ -24,14 +24,24 @@ def check_fraction(val_fraction: float, where: str) -> float:
     return float(val_fraction)
 
 
-def val_keys(keys: Sequence[str], val_fraction: float) -> set[str]:
-    """The keys held out for validation: those whose score falls below ``val_fraction``.
+def val_keys(keys: Sequence[str], val_fraction: float, sizes: Sequence[int] | None = None) -> set[str]:
+    """The keys held out for validation.
 
-    When that selects nothing but a held-out split was asked for and there are at least two keys,
-    the single lowest-scoring key is held out, so small corpora still get a validation split.
+    Without ``sizes``: those whose score falls below ``val_fraction``. With ``sizes`` (bytes per key):
+    keys in order of score until they hold ``val_fraction`` of all bytes, so that small corpora still get
+    a validation split of the intended size. Either way, when a held-out split was asked for and there
+    are at least two keys, at least the lowest-scoring key is held out.
     """
     if val_fraction <= 0.0 or not keys:
         return set()
+    if sizes is not None:
+        target, held, chosen = val_fraction * sum(sizes), 0, set()
+        for score, key, size in sorted(zip(map(key_score, keys), keys, sizes)):
+            if held >= target or len(chosen) == len(keys) - 1:
+                break
+            chosen.add(key)
+            held += size
+        return chosen
     chosen = {k for k in keys if key_score(k) < val_fraction}
     if not chosen and len(keys) >= 2:
         chosen = {min(keys, key=key_score)}

@@ -72,7 +72,7 @@ class StdlibSource(TextSource):
 
     @cached_property
     def _val(self) -> set[str]:
-        return val_keys([rel for rel, _ in self._files], self.val_fraction)
+        return val_keys([rel for rel, _ in self._files], self.val_fraction, [size for _, size in self._files])
 
     def files(self, split: str) -> list[str]:
         """Relative paths of the files in ``split``, in corpus order."""

@@ -50,14 +50,25 @@ def split_args(args: list[str]) -> tuple[list[str], bool, bool]:
     return overrides, multirun, informational
 
 
-def _combinations(overrides: list[str], multirun: bool) -> list[list[str]]:
+def _parse(overrides: list[str]) -> list[Any]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        return OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as exc:
         raise PlugformerError(f"cannot parse overrides: {str(exc).splitlines()[0]}") from None
+
+
+def sweep_dirname_excludes(overrides: list[str]) -> list[str]:
+    """Keys left out of a sweep job's directory name: every key that is not swept (and hydra's own),
+    so job directories are named by what varies, and re-running a sweep finds the same directories."""
+    return sorted({o.key_or_group for o in _parse(overrides) if not o.is_sweep_override()} |
+                  {"resume", "device", "threads", "hydra.run.dir", "hydra.sweep.dir"})
+
+
+def _combinations(overrides: list[str], multirun: bool) -> list[list[str]]:
+    parsed = _parse(overrides)
     if not multirun:
         return [overrides]
     axes = []
@@ -79,7 +90,14 @@ def compose_checked(config_name: str, overrides: list[str], host: PluginHost) ->
     job = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE, job_name=config_name):
         try:
-            return compose(config_name, overrides=job)
+            cfg = compose(config_name, overrides=job)
+            missing = sorted(OmegaConf.missing_keys(cfg))
+            if missing:
+                raise PlugformerError(f"missing required config value(s): {', '.join(missing)} "
+                                      f"(set them as {missing[0]}=...)")
+            return cfg
+        except PlugformerError:
+            raise
         except Exception as exc:
             def keys_of(bad_key: str) -> list[str] | None:
                 """Keys of the node holding ``bad_key``, composed with only the group choices."""
@@ -97,8 +115,8 @@ def compose_checked(config_name: str, overrides: list[str], host: PluginHost) ->
 
 
 def run_hydra(command: str, args: list[str], task: Callable[[Any, PluginHost], Any],
-              extra: list[str] = ()) -> int:
-    """Validate every combination, then hand over to ``hydra.main`` with ``task`` as the job."""
+              extra: list[str] = [], check: Callable[[Any, PluginHost], Any] | None = None) -> int:
+    """Compose (and ``check``) every combination, then hand over to ``hydra.main`` with ``task`` as the job."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -107,8 +125,11 @@ def run_hydra(command: str, args: list[str], task: Callable[[Any, PluginHost], A
     overrides, multirun, informational = split_args(args)
     if not informational:
         for combo in _combinations(overrides, multirun):
-            compose_checked(command, combo, host)
+            cfg = compose_checked(command, combo, host)
+            if check is not None:
+                check(cfg, host)
     failures: list[str] = []
+    error: list[PlugformerError] = []
 
     @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=command, version_base=VERSION_BASE)
     def _job(cfg: Any) -> Any:
@@ -118,21 +139,33 @@ def run_hydra(command: str, args: list[str], task: Callable[[Any, PluginHost], A
             if HydraConfig.get().mode == RunMode.MULTIRUN:
                 failures.append(f"{HydraConfig.get().job.override_dirname}: {exc}")
                 print(f"plugformer: job failed: {exc}", file=sys.stderr)
-                return None
-            raise
+            else:
+                error.append(exc)  # re-raised below, outside Hydra, so it prints as one line
+            return None
 
+    if multirun:
+        excludes = ",".join(sweep_dirname_excludes(overrides))
+        extra = [*extra, f"hydra.job.config.override_dirname.exclude_keys=[{excludes}]"]
     saved = sys.argv
-    sys.argv = [f"plugformer-{command}", *extra, *args]
+    sys.argv = [f"plugformer-{command}", *args, *extra]
     try:
         _job()
     finally:
         sys.argv = saved
+    if error:
+        raise error[0]
     if failures:
         raise PlugformerError(f"{len(failures)} sweep job(s) failed: " + " | ".join(failures))
     return 0
 
 
 # -- the commands ---------------------------------------------------------------------------------
+def _check_train(cfg: Any, host: PluginHost) -> None:
+    from plugformer.config.validate import validate_train
+
+    validate_train(cfg, host.registries)
+
+
 def _train_job(cfg: Any, host: PluginHost) -> Any:
     from hydra.core.hydra_config import HydraConfig
 
@@ -148,7 +181,16 @@ def train(args: list[str]) -> int:
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and \
             not any(a.startswith("hydra.run.dir=") for a in args) and "-m" not in args:
         raise PlugformerError("under torchrun pass hydra.run.dir=DIR so that all ranks share one run directory")
-    return run_hydra("train", args, _train_job, extra)
+    return run_hydra("train", args, _train_job, extra, check=_check_train)
+
+
+def _check_generate(cfg: Any, host: PluginHost) -> None:
+    from pathlib import Path
+
+    path = Path(cfg.checkpoint)
+    if not (path / "config.yaml").is_file() or not (path / "model.safetensors").is_file():
+        raise PlugformerError(f"checkpoint '{cfg.checkpoint}' is not a plugformer checkpoint directory "
+                              "(expected config.yaml and model.safetensors in it, e.g. <run dir>/checkpoints/last)")
 
 
 def _generate_job(cfg: Any, host: PluginHost) -> None:
@@ -162,7 +204,7 @@ def _generate_job(cfg: Any, host: PluginHost) -> None:
 
 
 def generate(args: list[str]) -> int:
-    return run_hydra("generate", args, _generate_job)
+    return run_hydra("generate", args, _generate_job, check=_check_generate)
 
 
 def _validate_job(cfg: Any, host: PluginHost) -> None:

@@ -18,11 +18,10 @@ class PositionEncoding(nn.Module):
     - :meth:`attention_bias` returns an additive bias for the attention scores (ALiBi).
 
     ``positions`` are absolute int64 positions of shape (T,), ``past .. past+T`` while decoding.
-    The defaults do nothing, so a NoPE model is ``PositionEncoding`` itself.
+    The defaults do nothing, so a NoPE model is ``PositionEncoding`` itself. An encoding that relies on
+    :meth:`attention_bias` declares ``capabilities={"needs_attention": ["attention_bias"]}`` at
+    registration, so backends that cannot add a bias are refused before training.
     """
-
-    #: set True by encodings that need :meth:`attention_bias` honoured by the attention backend
-    uses_attention_bias: bool = False
 
     def __init__(self, config: Any, dims: ModelDims):
         super().__init__()

@@ -8,6 +8,7 @@ import torch
 from omegaconf import DictConfig
 
 from plugformer.build import build, component_config
+from plugformer.errors import ConfigError
 from plugformer.interfaces import ParallelStrategy, Tokenizer
 from plugformer.registry import Registries
 from plugformer.tokens import WindowSampler, eval_windows, fit_tokenizer_cached, tokenize_to_cache
@@ -33,6 +34,10 @@ class TrainingData:
                 self.train_tokens = tokenize_to_cache(self.source, self.tokenizer, "train", cache_dir)
                 self.val_tokens = tokenize_to_cache(self.source, self.tokenizer, "val", cache_dir)
             strategy.barrier()
+        for split, tokens in (("train", self.train_tokens), ("val", self.val_tokens)):
+            if len(tokens) < self.seq_len + 1:  # fail now, not at the first evaluation
+                raise ConfigError(f"the {split} split has {len(tokens)} tokens, too few for one window of "
+                                  f"data.seq_len={self.seq_len}; use more data or a shorter data.seq_len")
         self.sampler = WindowSampler(self.train_tokens, seed=cfg.seed)
 
     def _tokenizer(self, cfg: DictConfig, registries: Registries, resume_from: Path | None,

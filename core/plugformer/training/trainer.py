@@ -75,6 +75,7 @@ class Trainer:
         callbacks = [build(self.host.registries, "callback", name, self.run_dir) for name in t.callbacks]
         for cb in callbacks:
             self.host.pm.register(cb)
+            self.host.check_hooks(cb)
         try:
             if self.strategy.is_main:
                 self._write_run_files()
@@ -181,7 +182,10 @@ class Trainer:
     def _restore(self, directory: Path) -> int:
         self.strategy.load(directory, self.model, self.optimizer)
         state = load_state(directory, "trainer_state")
-        self.scheduler.load_state_dict(state["scheduler"])
+        sched = state["scheduler"]
+        if "lr_lambdas" in sched:  # keep this run's schedule objects (e.g. a raised max_steps)
+            sched["lr_lambdas"] = [None] * len(sched["lr_lambdas"])
+        self.scheduler.load_state_dict(sched)
         torch.set_rng_state(state["torch_rng"])
         return int(state["step"])
 
