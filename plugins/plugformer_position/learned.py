@@ -1,10 +1,9 @@
 """Learned absolute position embeddings, as in GPT-2: one trained vector per position."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from plugformer.interfaces import ModelDims, PositionEncoding
+from plugformer.interfaces import ModelDims, PositionEncoding, Positions
 from plugformer_position.schemas import LearnedPositionConfig
 
 
@@ -17,14 +16,11 @@ class LearnedPosition(PositionEncoding):
         self.wpe = nn.Embedding(dims.max_seq_len, dims.d_model)
         nn.init.normal_(self.wpe.weight, mean=0.0, std=config.init_std)
 
-    def embed(self, x: Tensor, positions: Tensor) -> Tensor:
+    def embed(self, x: Tensor, positions: Positions) -> Tensor:
         # a learned table cannot extrapolate; fail with a message instead of a CUDA index assert
-        # (skipped while compiling, where the check would break the graph)
-        if not torch.compiler.is_compiling() and positions.numel():
-            last = int(positions.max())
-            if last >= self.wpe.num_embeddings:
-                raise ValueError(
-                    f"learned position embedding: position {last} is beyond model.max_seq_len="
-                    f"{self.wpe.num_embeddings}; shorten the input or use a position encoding that "
-                    "extrapolates (rope, sinusoidal)")
-        return x + self.wpe(positions).to(x.dtype)
+        if positions.end > self.wpe.num_embeddings:
+            raise ValueError(
+                f"learned position embedding: position {positions.end - 1} is beyond model.max_seq_len="
+                f"{self.wpe.num_embeddings}; shorten the input or use a position encoding that "
+                "extrapolates (rope, sinusoidal)")
+        return x + self.wpe.weight[positions.start:positions.end].to(x.dtype)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from plugformer.interfaces import ModelDims, PositionEncoding
+from plugformer.interfaces import ModelDims, PositionEncoding, Positions
 from plugformer_position.schemas import RopeConfig
 
 
@@ -45,13 +45,12 @@ class RotaryPosition(PositionEncoding):
         self.register_buffer("cos_cached", cos, persistent=False)
         self.register_buffer("sin_cached", sin, persistent=False)
 
-    def cos_sin(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """Tables for ``positions``: looked up when cached, computed on the fly beyond the cache."""
-        if torch.compiler.is_compiling() or (positions.numel()
-                                             and int(positions.max()) >= len(self.cos_cached)):
-            return rope_cos_sin(positions, self.dims.head_dim, self.base)
-        return self.cos_cached[positions], self.sin_cached[positions]
+    def cos_sin(self, positions: Positions) -> tuple[Tensor, Tensor]:
+        """Tables for ``positions``: sliced from the cache, computed on the fly beyond it."""
+        if positions.end > len(self.cos_cached):
+            return rope_cos_sin(positions.tensor, self.dims.head_dim, self.base)
+        return self.cos_cached[positions.start:positions.end], self.sin_cached[positions.start:positions.end]
 
-    def rotate(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+    def rotate(self, q: Tensor, k: Tensor, positions: Positions) -> tuple[Tensor, Tensor]:
         cos, sin = self.cos_sin(positions)
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from plugformer.interfaces import ModelDims, PositionEncoding
+from plugformer.interfaces import ModelDims, PositionEncoding, Positions
 from plugformer_position.schemas import SinusoidalPositionConfig
 
 
@@ -29,9 +29,9 @@ class SinusoidalPosition(PositionEncoding):
         table = sinusoid_table(torch.arange(dims.max_seq_len), dims.d_model, self.base)
         self.register_buffer("table", table, persistent=False)
 
-    def embed(self, x: Tensor, positions: Tensor) -> Tensor:
-        if torch.compiler.is_compiling() or (positions.numel() and int(positions.max()) >= len(self.table)):
-            pe = sinusoid_table(positions, self.dims.d_model, self.base)
+    def embed(self, x: Tensor, positions: Positions) -> Tensor:
+        if positions.end > len(self.table):
+            pe = sinusoid_table(positions.tensor, self.dims.d_model, self.base)
         else:
-            pe = self.table[positions]
+            pe = self.table[positions.start:positions.end]
         return x + pe.to(x.dtype)

@@ -11,7 +11,7 @@ from plugformer.interfaces.layers import MLPFactory, NormFactory
 from plugformer.interfaces.objective import Objective, ObjectiveOutput
 from plugformer.interfaces.optim import OptimizerFactory, SchedulerFactory, param_groups
 from plugformer.interfaces.parallel import ParallelStrategy, resolve_device
-from plugformer.interfaces.position import PositionEncoding
+from plugformer.interfaces.position import PositionEncoding, Positions
 from plugformer.interfaces.server import Server
 from plugformer.interfaces.tokenizer import Tokenizer
 from plugformer.interfaces.transform import ModelTransform, Stage
@@ -19,6 +19,6 @@ from plugformer.interfaces.transform import ModelTransform, Stage
 __all__ = [
     "SPLITS", "Attention", "CallbackFactory", "DecodeCache", "KVCache", "MLPFactory", "ModelDims",
     "ModelTransform", "NormFactory", "Objective", "ObjectiveOutput", "OptimizerFactory",
-    "ParallelStrategy", "PositionEncoding", "SchedulerFactory", "Server", "Stage", "TextSource",
+    "ParallelStrategy", "PositionEncoding", "Positions", "SchedulerFactory", "Server", "Stage", "TextSource",
     "Tokenizer", "causal_mask", "param_groups", "resolve_device",
 ]

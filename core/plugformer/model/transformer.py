@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
-from plugformer.interfaces import DecodeCache, KVCache, ModelDims, PositionEncoding
+from plugformer.interfaces import DecodeCache, KVCache, ModelDims, PositionEncoding, Positions
 
 
 @dataclass
@@ -38,7 +38,7 @@ class SelfAttention(nn.Module):
         self.backend = backend
         self.resid_drop = nn.Dropout(dims.dropout)
 
-    def forward(self, x: Tensor, position: PositionEncoding, positions: Tensor, bias: Tensor | None,
+    def forward(self, x: Tensor, position: PositionEncoding, positions: Positions, bias: Tensor | None,
                 cache: KVCache | None, offset: int) -> Tensor:
         B, T, C = x.shape
         H, Hkv, D = self.dims.n_heads, self.dims.n_kv_heads, self.dims.head_dim
@@ -63,7 +63,7 @@ class Block(nn.Module):
         self.norm_mlp = parts.norm(dims)
         self.mlp = parts.mlp(dims)
 
-    def forward(self, x: Tensor, position: PositionEncoding, positions: Tensor, bias: Tensor | None,
+    def forward(self, x: Tensor, position: PositionEncoding, positions: Positions, bias: Tensor | None,
                 cache: KVCache | None, offset: int) -> Tensor:
         x = x + self.attn(self.norm_attn(x), position, positions, bias, cache, offset)
         return x + self.mlp(self.norm_mlp(x))
@@ -98,9 +98,9 @@ class Transformer(nn.Module):
     def forward(self, tokens: Tensor, cache: DecodeCache | None = None) -> Tensor:
         offset = cache.length if cache is not None else 0
         T = tokens.shape[1]
-        positions = torch.arange(offset, offset + T, device=tokens.device)
+        positions = Positions(offset, T, tokens.device)
         x = self.drop(self.position.embed(self.tok_emb(tokens), positions))
-        key_positions = torch.arange(offset + T, device=tokens.device) if offset else positions
+        key_positions = Positions(0, offset + T, tokens.device) if offset else positions
         bias = self.position.attention_bias(positions, key_positions)
         for i, block in enumerate(self.blocks):
             x = block(x, self.position, positions, bias, cache.layers[i] if cache is not None else None, offset)
