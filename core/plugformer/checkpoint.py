@@ -71,10 +71,12 @@ def save_model(directory: Path, state_dict: dict[str, torch.Tensor]) -> None:
     """Write the model weights; tied weights are stored once and restored on load."""
     unique: dict[str, torch.Tensor] = {}
     tied: dict[str, str] = {}
-    by_storage: dict[tuple[int, int], str] = {}
+    by_storage: dict[tuple[Any, ...], str] = {}
     for key, t in state_dict.items():
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.device.type != "meta" else (id(t), 0)
-        if ident in by_storage and state_dict[by_storage[ident]].shape == t.shape:
+        # tied = the very same view of the same memory (a transposed or reinterpreted view is not)
+        where = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.device.type != "meta" else (id(t), 0)
+        ident = (*where, tuple(t.shape), t.stride(), t.dtype)
+        if ident in by_storage:
             tied[key] = by_storage[ident]
             continue
         by_storage[ident] = key
@@ -151,6 +153,8 @@ class CheckpointDir:
         return final
 
     def _prune(self, keep: Path) -> None:
+        for stale in self.root.glob(".tmp-step-*"):  # leftovers of saves that crashed before commit
+            shutil.rmtree(stale, ignore_errors=True)
         steps = sorted((p for p in self.root.glob("step-*") if p.is_dir()), key=lambda p: int(p.name[5:]))
         for old in steps[:-self.keep_last] if self.keep_last > 0 else []:
             if old != keep:

@@ -31,6 +31,11 @@ ENV_BLOCK = "PLUGFORMER_BLOCK_PLUGINS"
 ENV_STRICT = "PLUGFORMER_STRICT_PLUGINS"
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` with all whitespace runs collapsed, so it can be quoted inside one-line errors."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
 def _names(value: str | None) -> frozenset[str]:
     return frozenset(n.strip() for n in (value or "").split(",") if n.strip())
 
@@ -101,7 +106,7 @@ class PluginHost:
             self.registries.remove_plugin(name)
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+            record.status, record.error = "failed", one_line(exc)
             self.registries.failures[name] = record.error
         self.records.append(record)
         return record
@@ -131,7 +136,7 @@ class PluginHost:
             try:
                 plugin = ep.load()
             except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                error = one_line(exc)
                 self.records.append(PluginRecord(ep.name, dist, version, ep.value, "failed", error))
                 self.registries.failures[ep.name] = error
                 continue
