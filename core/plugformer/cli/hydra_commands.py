@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +49,19 @@ def split_args(args: list[str]) -> tuple[list[str], bool, bool]:
         else:
             overrides.append(a)
     return overrides, multirun, informational
+
+
+def quote_free_text(args: list[str], keys: tuple[str, ...]) -> list[str]:
+    """Quote the values of free-text keys (``prompt=def main(``) for Hydra's override grammar, so a
+    prompt needs no extra shell quoting. Values the user already quoted are left alone."""
+    out = []
+    for a in args:
+        key, eq, value = a.partition("=")
+        if eq and key in keys and not (len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""):
+            escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
+            a = f"{key}='{escaped}'"
+        out.append(a)
+    return out
 
 
 def _parse(overrides: list[str]) -> list[Any]:
@@ -204,7 +218,7 @@ def _generate_job(cfg: Any, host: PluginHost) -> None:
 
 
 def generate(args: list[str]) -> int:
-    return run_hydra("generate", args, _generate_job, check=_check_generate)
+    return run_hydra("generate", quote_free_text(args, ("prompt",)), _generate_job, check=_check_generate)
 
 
 def _validate_job(cfg: Any, host: PluginHost) -> None:
