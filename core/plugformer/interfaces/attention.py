@@ -30,6 +30,13 @@ class Attention(nn.Module, ABC):
       appends the new keys/values to the layer's :class:`KVCache` and calls the backend with all cached
       keys (``Tk = past + Tq``) and ``q_offset = past``; the backend must mask relative to that offset.
     - attention-weight dropout (``dims.dropout``) applies only when ``self.training``.
+    - **sliding window** (backends declaring the ``sliding_window`` capability): a schema field
+      ``window: Optional[int]``; when set, query at absolute position ``p`` also needs
+      ``p - j < window`` to see key ``j`` (itself and the ``window - 1`` keys before it), on top of the
+      causal rule; with ``causal=False`` the window is symmetric: ``|p - j| < window``.
+    - **padding**: padded keys arrive as ``-inf`` entries of ``attn_bias`` (shape (B, 1, 1, Tk) or
+      broadcastable); a backend declaring ``padding_mask`` must give real queries the same output as
+      if the padded keys were absent.
     """
 
     def __init__(self, config: Any, dims: ModelDims):

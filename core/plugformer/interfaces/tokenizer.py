@@ -30,6 +30,16 @@ class Tokenizer(ABC):
         """The end-of-document id."""
 
     @property
+    def mask_id(self) -> int | None:
+        """The ``<mask>`` id masked-language-model objectives replace tokens with (None: no such token)."""
+        return None
+
+    @property
+    def pad_id(self) -> int | None:
+        """The padding id used to batch sequences of different lengths (None: no such token)."""
+        return None
+
+    @property
     def needs_fit(self) -> bool:
         """True while the tokenizer must learn a vocabulary before it can encode."""
         return False

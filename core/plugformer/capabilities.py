@@ -1,0 +1,28 @@
+"""The capability vocabulary components declare at registration (``capabilities={...}``).
+
+Compose-time checks (:mod:`plugformer.config.validate`), ``plugformer plugins --capabilities`` and the
+conformance kit all read these keys; an implementation declares only what it really supports, and the
+conformance kit tests every claim.
+
+========================  ==========  =============================================================
+key                       families    meaning
+========================  ==========  =============================================================
+``devices``               all         device types it runs on: ``["cpu", "cuda"]``
+``dtypes``                attention   floating dtypes it accepts: ``["float32", "bfloat16", "float16"]``
+``causal``                attention   honours ``causal=True`` (with ``q_offset``)
+``bidirectional``         attention   honours ``causal=False`` (encoders)
+``kv_cache``              attention   correct with ``q_offset > 0`` (incremental decoding)
+``attention_bias``        attention   adds ``attn_bias`` to the scores (ALiBi, padding)
+``padding_mask``          attention   ``-inf`` bias on padded keys gives the unpadded result
+``gqa``                   attention   accepts fewer kv heads than query heads
+``sliding_window``        attention   has a ``window`` schema field (see ``Attention``)
+``needs_attention``       any         attention capabilities it requires, e.g. ``["attention_bias"]``
+``causal`` (objective)    objective   True: decoder (causal attention); False: encoder
+``lossless``              tokenizer   decode(encode(text)) == text for any UTF-8 text
+``tensor_parallel``       layers      how it shards under tensor parallelism
+========================  ==========  =============================================================
+"""
+from __future__ import annotations
+
+ATTENTION_FEATURES = ("causal", "bidirectional", "kv_cache", "attention_bias", "padding_mask", "gqa",
+                      "sliding_window")
