@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from plugformer.errors import ConfigError, PlugformerError
+from plugformer.errors import ConfigError, PlugformerError, did_you_mean
 from plugformer.registry import Entry, Registries
 
 
@@ -33,11 +33,17 @@ def component_config(entry: Entry, node: Any) -> Any:
         if params:
             raise ConfigError(f"{entry.family} '{entry.name}' takes no options, got: {', '.join(params)}")
         return None
+    fields = [f.name for f in dataclasses.fields(schema)]
+    for key in params:
+        if key not in fields:
+            raise ConfigError(f"{entry.family} '{entry.name}' has no option '{key}'{did_you_mean(key, fields)}; "
+                              f"valid keys: {', '.join(fields) or 'none'}")
     try:
         return schema(**params)
     except TypeError as exc:
-        valid = ", ".join(f.name for f in dataclasses.fields(schema)) or "none"
-        raise ConfigError(f"{entry.family} '{entry.name}': {exc}; valid keys: {valid}") from None
+        raise ConfigError(f"{entry.family} '{entry.name}': {exc}; valid keys: {', '.join(fields) or 'none'}") from None
+    except ValueError as exc:  # a schema's own __post_init__ checks
+        raise ConfigError(f"{entry.family} '{entry.name}': {exc}") from None
 
 
 def build(registries: Registries, family: str, node: Any, *args: Any, **kwargs: Any) -> Any:

@@ -1,13 +1,16 @@
 """Built-in attention backends. Registration only: no torch import here (see ``plugformer_register``).
 
 ``naive`` is the readable reference every other backend is tested against; ``sdpa`` is the fast
-default, dispatching to PyTorch's fused kernels (flash, memory-efficient, cuDNN or math).
+default, dispatching to PyTorch's fused kernels (flash, memory-efficient, cuDNN or math); ``xformers``
+uses xformers' memory-efficient kernels on CUDA (optionally falling back to ``sdpa`` elsewhere).
+All three honour the whole ``Attention`` contract, sliding windows and padding biases included.
 """
 from plugformer import hookimpl
 
-_COMMON = {
-    "causal": True, "bidirectional": True, "kv_cache": True, "attention_bias": True, "gqa": True,
-    "dtypes": ["float32", "bfloat16", "float16"],
+#: every claim here is exercised by tests/plugins/test_attention.py (and the conformance kit)
+_CONTRACT = {
+    "causal": True, "bidirectional": True, "kv_cache": True, "attention_bias": True, "padding_mask": True,
+    "gqa": True, "sliding_window": True,
 }
 
 
@@ -17,9 +20,15 @@ def plugformer_register(registries):
         "naive", "plugformer_attention.naive:NaiveAttention",
         schema="plugformer_attention.schemas:NaiveAttentionConfig",
         description="explicit softmax(q kᵀ/√d + bias) v in float32; the reference, O(T²) memory",
-        capabilities={"devices": ["cpu", "cuda"], **_COMMON})
+        capabilities={"devices": ["cpu", "cuda"], "dtypes": ["float32", "bfloat16", "float16"], **_CONTRACT})
     registries.attention.register(
         "sdpa", "plugformer_attention.sdpa:SdpaAttention",
         schema="plugformer_attention.schemas:SdpaAttentionConfig",
         description="torch.nn.functional.scaled_dot_product_attention (flash / mem-efficient / math)",
-        capabilities={"devices": ["cpu", "cuda"], **_COMMON})
+        capabilities={"devices": ["cpu", "cuda"], "dtypes": ["float32", "bfloat16", "float16"], **_CONTRACT})
+    registries.attention.register(
+        "xformers", "plugformer_attention.xformers:XformersAttention",
+        schema="plugformer_attention.schemas:XformersAttentionConfig",
+        description="xformers.ops.memory_efficient_attention on CUDA; fallback=sdpa runs torch SDPA elsewhere",
+        capabilities={"devices": ["cuda"], "dtypes": ["float16", "bfloat16", "float32"], **_CONTRACT},
+        available="plugformer_attention.xformers_check:availability")

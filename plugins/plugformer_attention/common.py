@@ -1,6 +1,7 @@
 """Helpers shared by the attention backends."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -15,3 +16,52 @@ def kv_groups(q: Tensor, k: Tensor) -> int:
 def repeat_kv(x: Tensor, groups: int) -> Tensor:
     """(B, Hkv, T, D) → (B, Hkv·groups, T, D) so query head ``h`` reads kv head ``h // groups``."""
     return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+
+
+def check_window(window: int | None) -> int | None:
+    """The validated ``window`` option: None (global attention) or a whole number of keys >= 1.
+
+    Checked when a backend is built, so a bad value fails before training with the option named.
+    """
+    if window is None:
+        return None
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"attention.window must be an integer >= 1 (the number of keys a query sees, "
+                         f"itself included) or null for global attention, got {window!r}")
+    return window
+
+
+def window_of(config: object) -> int | None:
+    """The validated ``window`` of a backend's schema instance (None when there is no config)."""
+    return check_window(getattr(config, "window", None))
+
+
+def window_restricts(tq: int, tk: int, q_offset: int, *, causal: bool, window: int | None) -> bool:
+    """Whether ``window`` hides any key from any query (decided from ints, no device work)."""
+    if window is None:
+        return False
+    first, last = q_offset, q_offset + tq - 1
+    farthest = last if causal else max(last, tk - 1 - first)  # the largest |position - key| in play
+    return farthest >= window
+
+
+def causal_restricts(tk: int, q_offset: int, *, causal: bool) -> bool:
+    """Whether the causal rule hides any key: false once the first query already sees the last key."""
+    return causal and q_offset < tk - 1
+
+
+def visibility(tq: int, tk: int, q_offset: int, *, causal: bool, window: int | None,
+               device: torch.device | str) -> Tensor | None:
+    """Boolean (Tq, Tk) mask, True where query ``i`` (at position ``q_offset + i``) may see key ``j``.
+
+    Combines the causal rule and the sliding window of the ``Attention`` contract; None means every
+    query sees every key, so callers can skip masking (and keep fused kernels' fast paths).
+    """
+    if not (causal_restricts(tk, q_offset, causal=causal)
+            or window_restricts(tq, tk, q_offset, causal=causal, window=window)):
+        return None
+    distance = (torch.arange(tq, device=device).unsqueeze(1) + q_offset) - torch.arange(tk, device=device)
+    if not causal:
+        return distance.abs() < window  # only reached when a window is set
+    mask = distance >= 0
+    return mask if window is None else mask & (distance < window)

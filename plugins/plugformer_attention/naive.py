@@ -11,16 +11,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from plugformer.interfaces import Attention, ModelDims, causal_mask
-from plugformer_attention.common import kv_groups, repeat_kv
+from plugformer.interfaces import Attention, ModelDims
+from plugformer_attention.common import kv_groups, repeat_kv, visibility, window_of
 from plugformer_attention.schemas import NaiveAttentionConfig
 
 
 class NaiveAttention(Attention):
-    """softmax(q kᵀ / √d + bias) v with scores and softmax in float32 for numerical stability."""
+    """softmax(q kᵀ / √d + bias) v with scores and softmax in float32 for numerical stability.
+
+    Causal and sliding-window masking both become ``-inf`` scores, so a key hidden by either rule
+    (or by a ``-inf`` padding bias) gets exactly zero weight.
+    """
 
     def __init__(self, config: NaiveAttentionConfig | None, dims: ModelDims):
         super().__init__(config, dims)
+        self.window = window_of(config)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
                 attn_bias: Tensor | None = None, q_offset: int = 0) -> Tensor:
@@ -31,8 +36,9 @@ class NaiveAttention(Attention):
         scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
         if attn_bias is not None:
             scores = scores + attn_bias.float()
-        if causal:
-            scores = scores.masked_fill(~causal_mask(tq, tk, q_offset, q.device), float("-inf"))
+        mask = visibility(tq, tk, q_offset, causal=causal, window=self.window, device=q.device)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
         probs = torch.softmax(scores, dim=-1)
         probs = F.dropout(probs, p=self.dims.dropout, training=self.training)
         return (probs.to(v.dtype) @ v).to(q.dtype)

@@ -1,6 +1,7 @@
 """Config schemas of the built-in norms and MLPs (torch-free, so configs compose without torch)."""
 from dataclasses import dataclass
 from enum import Enum
+from typing import Optional
 
 
 class GeluApproximation(str, Enum):
@@ -14,6 +15,25 @@ class LayerNormConfig:
 
 
 @dataclass
+class RMSNormConfig:
+    eps: float = 1e-5  # added to the mean square before the reciprocal square root (Llama 2: 1e-5)
+
+
+@dataclass
 class GeluMLPConfig:
     hidden_mult: float = 4.0  # hidden size = hidden_mult × d_model
     approximate: GeluApproximation = GeluApproximation.tanh
+
+
+@dataclass
+class ReluMLPConfig:
+    hidden_mult: float = 4.0  # hidden size = hidden_mult × d_model
+
+
+@dataclass
+class SwiGLUConfig:
+    # hidden = multiple_of × ceil(⌊2/3 × hidden_mult × d_model⌋ / multiple_of), Llama's rule: about the
+    # parameter count of a plain hidden_mult× MLP, rounded up to a hardware-friendly multiple
+    hidden_mult: float = 4.0
+    multiple_of: int = 256
+    hidden_size: Optional[int] = None  # set to use exactly this hidden size instead of the rule

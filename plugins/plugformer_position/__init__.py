@@ -1,7 +1,8 @@
 """Built-in positional encodings. Registration only: no torch import here (see ``plugformer_register``).
 
 ``learned`` and ``sinusoidal`` add a vector per position to the token embeddings (GPT-2, the original
-Transformer); ``rope`` rotates queries and keys inside attention (Llama, GPT-NeoX).
+Transformer); ``rope`` rotates queries and keys inside attention (Llama, GPT-NeoX); ``alibi`` biases
+the attention scores by distance (BLOOM, MPT); ``none`` adds nothing at all (NoPE).
 """
 from plugformer import hookimpl
 
@@ -23,6 +24,16 @@ def plugformer_register(registries):
     registries.position.register(
         "rope", "plugformer_position.rope:RotaryPosition",
         schema="plugformer_position.schemas:RopeConfig",
-        description="rotary position embedding on q and k, rotate-half convention (Llama, GPT-NeoX)",
+        description="rotary position embedding on q and k, rotate-half convention; partial, linear/ntk scaling",
         capabilities={"devices": ["cpu", "cuda"], "injects": ["rotate"], "extrapolates": True,
                       "parameters": False})
+    registries.position.register(
+        "alibi", "plugformer_position.alibi:AlibiPosition",
+        schema="plugformer_position.schemas:AlibiConfig",
+        description="per-head linear distance penalty on the attention scores (ALiBi, BLOOM, MPT)",
+        capabilities={"devices": ["cpu", "cuda"], "injects": ["attention_bias"], "extrapolates": True,
+                      "parameters": False, "needs_attention": ["attention_bias"]})
+    registries.position.register(
+        "none", "plugformer_position.none:NoPosition",
+        description="no positional encoding (NoPE): causal masking alone carries order",
+        capabilities={"devices": ["cpu", "cuda"], "injects": [], "extrapolates": True, "parameters": False})

@@ -1,5 +1,14 @@
 """Config schemas of the built-in positional encodings (torch-free, so configs compose without torch)."""
 from dataclasses import dataclass
+from enum import Enum
+from typing import Optional
+
+
+class RopeScaling(str, Enum):
+    """How rope stretches to contexts longer than it was trained on."""
+
+    linear = "linear"  # position interpolation: angles of position p are those of p / factor
+    ntk = "ntk"  # NTK-aware: base grows to base · factor^(d/(d-2)), high frequencies barely move
 
 
 @dataclass
@@ -14,4 +23,12 @@ class SinusoidalPositionConfig:
 
 @dataclass
 class RopeConfig:
-    base: float = 10000.0  # rotation frequencies are base^(-2i/head_dim); Llama 3 uses 500000
+    base: float = 10000.0  # rotation frequencies are base^(-2i/d); Llama 3 uses 500000
+    partial_rotary_factor: float = 1.0  # rotate the first fraction of head_dim (GPT-NeoX 0.25, Phi 0.4)
+    scaling: Optional[RopeScaling] = None  # None: plain rope; linear or ntk context extension
+    scaling_factor: float = 1.0  # how many times longer than the trained context to reach
+
+
+@dataclass
+class AlibiConfig:
+    max_bias: float = 8.0  # slopes are 2^(-max_bias·h/n) for head h of n (the paper's 8)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 # Directories of the standard library that are tests, tools or data tables rather than ordinary code.
 STDLIB_EXCLUDE = ["site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3",
@@ -15,8 +16,37 @@ class ByteTokenizerConfig:
 
 @dataclass
 class BPETokenizerConfig:
-    vocab_size: int = 4096  # target vocabulary, including the 256 byte symbols and <|endoftext|>
+    vocab_size: int = 4096  # target vocabulary, including the 256 byte symbols and <|endoftext|>, <pad>, <mask>
     min_frequency: int = 2  # a pair must occur this often to be merged
+
+
+@dataclass
+class WordPieceTokenizerConfig:
+    vocab_size: int = 4096  # target vocabulary, including <|endoftext|>, <pad>, <mask>, <unk>
+    min_frequency: int = 2  # a pair must occur this often to be merged
+    lowercase: bool = False  # fold case before splitting (BERT "uncased")
+
+
+@dataclass
+class UnigramTokenizerConfig:
+    vocab_size: int = 4096  # upper bound on all ids: pieces, 256 byte pieces, <unk>, <|endoftext|>, <pad>, <mask>
+    max_piece_length: int = 16  # longest piece (in characters) the trainer considers
+
+
+@dataclass
+class HFFileTokenizerConfig:
+    path: str = "???"  # a tokenizer.json file, or a directory holding one (required)
+    eos_token: Optional[str] = None  # end-of-document token; None: first of <|endoftext|>, </s>, [SEP] ...
+    pad_token: Optional[str] = None  # padding token; None: <pad> or [PAD] if present
+    mask_token: Optional[str] = None  # mask token; None: <mask> or [MASK] if present
+
+
+@dataclass
+class SentencePieceTokenizerConfig:
+    path: str = "???"  # a SentencePiece .model file (required)
+    eos_token: Optional[str] = None  # end-of-document piece; None: the model's eos, else <|endoftext|> ...
+    pad_token: Optional[str] = None  # padding piece; None: the model's pad, else <pad> or [PAD]
+    mask_token: Optional[str] = None  # mask piece; None: <mask> or [MASK] if present
 
 
 @dataclass

@@ -1,6 +1,26 @@
-"""Config schemas of the built-in training components."""
+"""Config schemas of the built-in training components (torch-free, so configs compose without torch)."""
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import List, Optional
+
+
+class ParamKind(str, Enum):
+    """Parameter kinds an optimizer's ``no_decay`` list can exempt from weight decay."""
+
+    norm = "norm"            # parameters of *Norm* modules, and any 1-D ``*weight``
+    bias = "bias"            # 1-D ``*bias`` parameters
+    embedding = "embedding"  # nn.Embedding weights (and an LM head tied to one)
+
+
+class DecayShape(str, Enum):
+    """How a schedule falls from the peak to ``min_lr_ratio``."""
+
+    linear = "linear"
+    cosine = "cosine"
+
+
+def _default_no_decay() -> List[ParamKind]:
+    return [ParamKind.norm, ParamKind.bias, ParamKind.embedding]
 
 
 @dataclass
@@ -13,22 +33,58 @@ class AdamWConfig:
     lr: float = 1e-3
     betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
-    weight_decay: float = 0.1
+    weight_decay: float = 0.1  # decoupled (AdamW)
     fused: Optional[bool] = None  # None: use the fused kernel when torch offers it for the device
+    no_decay: List[ParamKind] = field(default_factory=_default_no_decay)  # kinds with weight_decay 0
+
+
+@dataclass
+class AdamConfig:
+    lr: float = 1e-3
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0  # L2 penalty added to the gradient (not decoupled: use adamw for that)
+    fused: Optional[bool] = None  # None: use the fused kernel when torch offers it for the device
+    no_decay: List[ParamKind] = field(default_factory=_default_no_decay)
 
 
 @dataclass
 class SGDConfig:
     lr: float = 0.1
     momentum: float = 0.9
-    nesterov: bool = False
+    nesterov: bool = False  # needs momentum > 0
     weight_decay: float = 0.0
+    no_decay: List[ParamKind] = field(default_factory=_default_no_decay)
+
+
+@dataclass
+class AdafactorConfig:
+    lr: float = 1e-2
+    beta2_decay: float = -0.8  # second-moment decay: β2 at step t = 1 - t^beta2_decay
+    eps: List[Optional[float]] = field(default_factory=lambda: [None, 1e-3])  # [ε1 (None: dtype eps), ε2]
+    d: float = 1.0  # update clipping threshold
+    weight_decay: float = 0.0  # decoupled
+    no_decay: List[ParamKind] = field(default_factory=_default_no_decay)
 
 
 @dataclass
 class CosineConfig:
     warmup_steps: int = 20
     min_lr_ratio: float = 0.1
+
+
+@dataclass
+class LinearConfig:
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class WSDConfig:
+    warmup_steps: int = 20
+    decay_fraction: float = 0.2  # the last decay_fraction × max_steps steps decay
+    min_lr_ratio: float = 0.0
+    decay_shape: DecayShape = DecayShape.linear
 
 
 @dataclass

@@ -139,8 +139,10 @@ def test_validate_reports_every_problem_on_one_line(builtin_host, tiny_config):
 
 def test_validate_refuses_an_unavailable_component(registries, tiny_config):
     registries.attention.register("needs_x", "nowhere:X", available=lambda: (False, "needs X"))
+    cfg = edited(tiny_config(), device="cpu")
+    cfg.attention = {"name": "needs_x"}  # as `attention=needs_x` would select it
     with pytest.raises(ConfigError, match=r"attention 'needs_x' is unavailable here: needs X"):
-        validate_train(edited(tiny_config(), attention__name="needs_x", device="cpu"), registries)
+        validate_train(cfg, registries)
 
 
 def test_validate_refuses_cuda_without_cuda(builtin_host, tiny_config):

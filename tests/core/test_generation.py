@@ -34,8 +34,10 @@ def test_cached_greedy_decoding_equals_full_recomputation(make_generator, positi
     gen = make_generator(position)
     greedy = Sampling(max_new_tokens=24, temperature=0)
     cached = gen.generate_ids(PROMPT, greedy, use_cache=True)
-    assert len(cached) == 24 and len(set(cached)) > 1
-    assert cached == gen.generate_ids(PROMPT, greedy, use_cache=False)
+    assert len(cached) == 24 and cached == gen.generate_ids(PROMPT, greedy, use_cache=False)
+    sampled = Sampling(max_new_tokens=24, temperature=1.0, seed=3)
+    cached = gen.generate_ids(PROMPT, sampled, use_cache=True)
+    assert len(set(cached)) > 1 and cached == gen.generate_ids(PROMPT, sampled, use_cache=False)
 
 
 def test_cached_logits_match_the_full_forward(make_generator):

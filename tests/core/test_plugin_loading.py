@@ -225,7 +225,10 @@ def test_plugins_command_lists_everything_without_importing_torch():
     words = set(out.split())
     assert set(FAMILY_NAMES) <= words
     assert set(BUILTIN_NAMES) <= words, set(BUILTIN_NAMES) - words
-    assert "0 failed" in out and "unavailable" not in out
+    assert "0 failed" in out
+    # only implementations that declare an availability check may say they cannot run here
+    unavailable = [line.split()[0] for line in out.splitlines() if "unavailable:" in line]
+    assert set(unavailable) <= {"xformers", "sentencepiece", "adafactor"}, unavailable
 
 
 def test_failure_quoted_in_an_unknown_name_error_stays_on_one_line(fake_plugin):

@@ -4,12 +4,17 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
 
+from plugformer.capabilities import ATTENTION_FEATURES
 from plugformer.interfaces import KVCache, ModelDims
+from plugformer_attention import xformers as xf
 from plugformer_attention.naive import NaiveAttention
+from plugformer_attention.schemas import (AttentionFallback, NaiveAttentionConfig, SdpaAttentionConfig,
+                                          XformersAttentionConfig)
 from plugformer_attention.sdpa import SdpaAttention
 
 BACKENDS = [NaiveAttention, SdpaAttention]
@@ -17,10 +22,10 @@ TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.bfloat16: dict(atol=2e-2
 H, D = 4, 8
 
 
-def make(cls, n_kv_heads: int = H, dropout: float = 0.0):
+def make(cls, n_kv_heads: int = H, dropout: float = 0.0, config=None):
     dims = ModelDims(vocab_size=16, d_model=H * D, n_heads=H, n_kv_heads=n_kv_heads, max_seq_len=32,
                      dropout=dropout)
-    return cls(None, dims).eval()
+    return cls(config, dims).eval()
 
 
 def qkv(tq: int, tk: int, n_kv_heads: int = H, dtype=torch.float32, batch: int = 2, seed: int = 0):
@@ -44,8 +49,11 @@ def bias_for(kind: str | None, tq: int, tk: int, batch: int = 2) -> torch.Tensor
     return pad
 
 
-def loop_reference(q, k, v, causal: bool, bias, q_offset: int) -> torch.Tensor:
-    """Attention one query at a time in float64: an independent check of the naive backend."""
+def loop_reference(q, k, v, causal: bool, bias, q_offset: int, window: int | None = None) -> torch.Tensor:
+    """Attention one query at a time in float64: an independent check of the naive backend.
+
+    With a ``window`` the keys each query sees are listed one by one from the contract's rule.
+    """
     b_, h_, tq, d = q.shape
     groups = h_ // k.shape[1]
     out = torch.zeros(b_, h_, tq, d, dtype=torch.float64)
@@ -53,9 +61,11 @@ def loop_reference(q, k, v, causal: bool, bias, q_offset: int) -> torch.Tensor:
     for b in range(b_):
         for h in range(h_):
             for i in range(tq):
-                n = q_offset + i + 1 if causal else k.shape[2]
-                kk, vv = k[b, h // groups, :n].double(), v[b, h // groups, :n].double()
-                s = kk @ q[b, h, i].double() / math.sqrt(d) + full_bias[b, h, i, :n].double()
+                p = q_offset + i
+                seen = [j for j in range(k.shape[2]) if (j <= p or not causal)
+                        and (window is None or abs(p - j) < window)]
+                kk, vv = k[b, h // groups, seen].double(), v[b, h // groups, seen].double()
+                s = kk @ q[b, h, i].double() / math.sqrt(d) + full_bias[b, h, i, seen].double()
                 out[b, h, i] = torch.softmax(s, 0) @ vv
     return out
 
@@ -155,17 +165,307 @@ def test_registration_is_torch_free_and_resolves():
     code = ("import sys, plugformer, plugformer_attention as p\n"
             "r = plugformer.Registries(); p.plugformer_register(registries=r)\n"
             "assert 'torch' not in sys.modules, 'registration imported torch'\n"
+            "ok, why = r.attention.get('xformers').availability()\n"
+            "import importlib.util\n"
+            "if importlib.util.find_spec('xformers') is None:  # listing availability stays torch-free\n"
+            "    assert not ok and 'torch' not in sys.modules, why\n"
             "print(r.attention.names())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "naive" in out.stdout and "sdpa" in out.stdout
+    assert all(n in out.stdout for n in ("naive", "sdpa", "xformers"))
 
     import plugformer
     import plugformer_attention
 
     registries = plugformer.Registries()
     plugformer_attention.plugformer_register(registries=registries)
-    for name, cls in [("naive", NaiveAttention), ("sdpa", SdpaAttention)]:
+    for name, cls in [("naive", NaiveAttention), ("sdpa", SdpaAttention), ("xformers", xf.XformersAttention)]:
         entry = registries.attention.get(name)
         assert entry.load() is cls
-        assert entry.capabilities["kv_cache"] and entry.capabilities["gqa"]
-        cls(entry.load_schema()(), make(cls).dims)  # the schema's defaults construct the backend
+        schema = entry.load_schema()
+        config = schema(fallback=AttentionFallback.sdpa) if name == "xformers" else schema()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cls(config, make(NaiveAttention).dims)  # the schema's defaults construct the backend
+
+
+def test_capabilities_are_declared_truthfully():
+    """Every contract feature the tests in this file exercise is claimed, and nothing else is."""
+    import plugformer
+    import plugformer_attention
+
+    registries = plugformer.Registries()
+    plugformer_attention.plugformer_register(registries=registries)
+    for entry in registries.attention:
+        caps = entry.capabilities
+        for feature in ATTENTION_FEATURES:
+            assert caps[feature] is True, (entry.name, feature)
+        assert set(caps["dtypes"]) <= {"float32", "bfloat16", "float16"}
+    assert registries.attention.get("xformers").capabilities["devices"] == ["cuda"]
+    assert set(registries.attention.get("xformers").capabilities["dtypes"]) >= {"float16", "bfloat16"}
+    for name in ("naive", "sdpa"):
+        assert registries.attention.get(name).capabilities["devices"] == ["cpu", "cuda"]
+        assert registries.attention.get(name).availability() == (True, "")
+
+
+# ---- sliding window --------------------------------------------------------------------------------
+
+def windowed(cls, window: int | None, n_kv_heads: int = H, dropout: float = 0.0):
+    config = {NaiveAttention: NaiveAttentionConfig, SdpaAttention: SdpaAttentionConfig}[cls](window=window)
+    return make(cls, n_kv_heads, dropout, config)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("window", [1, 2, 3])
+@pytest.mark.parametrize("q_offset,tq", [(0, 6), (3, 3), (5, 1)])
+def test_naive_window_matches_loop_reference(causal, window, q_offset, tq):
+    q, k, v = qkv(tq, q_offset + tq, n_kv_heads=2)
+    b = bias_for("alibi", tq, q_offset + tq)
+    got = windowed(NaiveAttention, window, 2)(q, k, v, causal=causal, attn_bias=b, q_offset=q_offset)
+    torch.testing.assert_close(got.double(), loop_reference(q, k, v, causal, b, q_offset, window),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_window_one_sees_only_itself():
+    q, k, v = qkv(5, 5)
+    for causal in (True, False):
+        out = windowed(NaiveAttention, 1)(q, k, v, causal=causal)
+        torch.testing.assert_close(out, v)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("bias", [None, "alibi", "pad"])
+@pytest.mark.parametrize("n_kv_heads", [4, 1], ids=["mha", "mqa"])
+def test_sdpa_window_matches_naive(dtype, causal, bias, n_kv_heads):
+    q, k, v = qkv(7, 7, n_kv_heads, dtype)
+    b = bias_for(bias, 7, 7)
+    ref = windowed(NaiveAttention, 3, n_kv_heads)(q, k, v, causal=causal, attn_bias=b)
+    got = windowed(SdpaAttention, 3, n_kv_heads)(q, k, v, causal=causal, attn_bias=b)
+    torch.testing.assert_close(got, ref, **TOL[dtype])
+
+
+@pytest.mark.parametrize("cls", BACKENDS)
+@pytest.mark.parametrize("chunks", [(1, 1, 1, 1, 1, 1, 1), (4, 3)], ids=["tokens", "prefill"])
+def test_window_through_kv_cache_matches_full(cls, chunks):
+    """The window is relative to absolute positions, so decoding after a cache keeps it."""
+    total = sum(chunks)
+    q, k, v = qkv(total, total, n_kv_heads=2)
+    attn = windowed(cls, 3, 2)
+    full = attn(q, k, v, causal=True)
+    outs, past = [], 0
+    for t in chunks:
+        outs.append(attn(q[:, :, past:past + t], k[:, :, :past + t], v[:, :, :past + t], causal=True, q_offset=past))
+        past += t
+    torch.testing.assert_close(torch.cat(outs, dim=2), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", BACKENDS)
+@pytest.mark.parametrize("causal", [True, False])
+def test_window_wider_than_input_is_global(cls, causal):
+    q, k, v = qkv(5, 5)
+    torch.testing.assert_close(windowed(cls, 5)(q, k, v, causal=causal), make(cls)(q, k, v, causal=causal))
+    assert not torch.allclose(windowed(cls, 2)(q, k, v, causal=causal), make(cls)(q, k, v, causal=causal))
+
+
+@pytest.mark.parametrize("cls", BACKENDS)
+@pytest.mark.parametrize("window", [0, -3, 2.5, True])
+def test_rejects_bad_window(cls, window):
+    with pytest.raises(ValueError, match="window must be an integer >= 1"):
+        windowed(cls, window)
+
+
+# ---- padding ---------------------------------------------------------------------------------------
+
+def padding_bias(batch: int, tk: int, padded: dict[int, slice]) -> torch.Tensor:
+    """(B, 1, 1, Tk) bias: ``-inf`` on the padded keys of each listed batch row, 0 elsewhere."""
+    bias = torch.zeros(batch, 1, 1, tk)
+    for row, keys in padded.items():
+        bias[row, ..., keys] = float("-inf")
+    return bias
+
+
+PADDED_BACKENDS = [(NaiveAttention, None), (SdpaAttention, None), (NaiveAttention, 2), (SdpaAttention, 2)]
+
+
+@pytest.mark.parametrize("cls,window", PADDED_BACKENDS, ids=["naive", "sdpa", "naive-w2", "sdpa-w2"])
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_padded_keys_are_as_if_absent(cls, window, causal, side, dtype):
+    """Row 0 carries 2 padding tokens; its real queries must match a run without them."""
+    T, pad = 6, 2
+    q, k, v = qkv(T, T, n_kv_heads=2, dtype=dtype)
+    real = slice(pad, T) if side == "left" else slice(0, T - pad)
+    hidden = slice(0, pad) if side == "left" else slice(T - pad, T)
+    attn = windowed(cls, window, 2)
+    out = attn(q, k, v, causal=causal, attn_bias=padding_bias(2, T, {0: hidden}))
+    alone = attn(q[:1, :, real], k[:1, :, real], v[:1, :, real], causal=causal)
+    torch.testing.assert_close(out[:1, :, real], alone, **TOL[dtype])
+    torch.testing.assert_close(out[1:], attn(q[1:], k[1:], v[1:], causal=causal), **TOL[dtype])
+
+
+@pytest.mark.parametrize("cls,window", PADDED_BACKENDS, ids=["naive", "sdpa", "naive-w2", "sdpa-w2"])
+def test_padding_while_decoding(cls, window):
+    """A left-padded prompt in the cache: the new token's output ignores the padded keys."""
+    past, pad = 5, 2
+    q, k, v = qkv(1, past + 1, n_kv_heads=2)
+    attn = windowed(cls, window, 2)
+    out = attn(q, k, v, causal=True, attn_bias=padding_bias(2, past + 1, {0: slice(0, pad)}), q_offset=past)
+    alone = attn(q[:1], k[:1, :, pad:], v[:1, :, pad:], causal=True, q_offset=past - pad)
+    torch.testing.assert_close(out[:1], alone, atol=1e-5, rtol=1e-5)
+
+
+# ---- xformers (CPU: availability and the sdpa fallback) ---------------------------------------------
+
+XFORMERS_OK, XFORMERS_WHY = xf.availability()
+needs_xformers = pytest.mark.skipif(not XFORMERS_OK, reason=f"xformers path not testable here: {XFORMERS_WHY}")
+
+
+@pytest.mark.skipif(XFORMERS_OK, reason="xformers runs here")
+def test_xformers_reports_why_it_is_unavailable():
+    ok, reason = xf.availability()
+    assert not ok
+    try:
+        import xformers  # noqa: F401
+    except ImportError:
+        assert reason == "xformers is not installed (pip install 'plugformer[xformers]')"
+    else:
+        assert reason in (xf.NO_CUDA,) or reason.startswith("xformers is installed but does not import")
+
+
+@pytest.mark.skipif(XFORMERS_OK, reason="xformers runs here")
+def test_xformers_without_fallback_refuses_with_the_reason():
+    with pytest.raises(ValueError, match="fallback=sdpa"):
+        make(xf.XformersAttention, config=XformersAttentionConfig())
+
+
+@pytest.mark.skipif(XFORMERS_OK, reason="xformers runs here")
+def test_xformers_fallback_to_sdpa_warns_once_and_equals_sdpa(monkeypatch):
+    monkeypatch.setattr(xf, "_FALLBACK_WARNED", False)
+    with pytest.warns(UserWarning, match="using torch SDPA instead"):
+        attn = make(xf.XformersAttention, 2, config=XformersAttentionConfig(window=3, fallback=AttentionFallback.sdpa))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second layer stays quiet
+        again = make(xf.XformersAttention, 2, config=XformersAttentionConfig(fallback="sdpa"))  # plain YAML string
+    q, k, v = qkv(6, 6, n_kv_heads=2)
+    b = bias_for("pad", 6, 6)
+    torch.testing.assert_close(attn(q, k, v, causal=True, attn_bias=b),
+                               windowed(SdpaAttention, 3, 2)(q, k, v, causal=True, attn_bias=b))
+    torch.testing.assert_close(again(q, k, v, causal=False), make(SdpaAttention, 2)(q, k, v, causal=False))
+    attn.train()
+    assert attn.fallback.training  # train/eval reaches the fallback module
+
+
+def test_xformers_rejects_unknown_fallback():
+    with pytest.raises(ValueError, match="fallback must be 'sdpa'"):
+        make(xf.XformersAttention, config=XformersAttentionConfig(fallback="flash"))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("window", [None, 2])
+@pytest.mark.parametrize("bias", [None, "alibi", "pad"])
+def test_xformers_dense_bias_means_the_contract(causal, window, bias):
+    """The dense fallback bias, added to plain scores, reproduces causal + window + attn_bias."""
+    q, k, v = qkv(3, 7)
+    b = bias_for(bias, 3, 7)
+    dense = xf.dense_bias(b, (2, H, 3, 7), 4, causal=causal, window=window, dtype=torch.float32, device="cpu")
+    assert dense.shape == (2, H, 3, 7) and dense.stride(-2) % 8 == 0  # rows aligned for the kernel
+    got = make(NaiveAttention)(q, k, v, causal=False, attn_bias=dense)
+    ref = windowed(NaiveAttention, window)(q, k, v, causal=causal, attn_bias=b, q_offset=4)
+    torch.testing.assert_close(got, ref)
+
+
+class _FakeBiases:
+    """Stand-ins for ``xformers.ops.fmha.attn_bias``, recording which class is picked with what."""
+
+    class LowerTriangularMask:
+        pass
+
+    class LowerTriangularFromBottomRightMask:
+        pass
+
+    class LowerTriangularFromBottomRightLocalAttentionMask:
+        def __init__(self, window):
+            self.window = window
+
+    class LocalAttentionFromBottomRightMask:
+        def __init__(self, window_left, window_right):
+            self.window = (window_left, window_right)
+
+
+@pytest.mark.parametrize("tq,tk,q_offset,causal,window,expected", [
+    (4, 4, 0, False, None, None),  # nothing hidden: no bias at all
+    (1, 5, 4, True, None, None),  # one new token after the cache sees everything
+    (4, 4, 0, True, None, "LowerTriangularMask"),
+    (2, 5, 3, True, None, "LowerTriangularFromBottomRightMask"),
+    (2, 6, 3, True, None, "dense"),  # an offset that is neither top-left nor bottom-right
+    (4, 4, 0, True, 2, "LowerTriangularFromBottomRightLocalAttentionMask"),
+    (1, 5, 4, True, 2, "LowerTriangularFromBottomRightLocalAttentionMask"),
+    (4, 4, 0, False, 2, "LocalAttentionFromBottomRightMask"),
+    (4, 4, 0, True, 8, "LowerTriangularMask"),  # a window wider than the input is only causal
+])
+def test_xformers_picks_the_exact_bias_class(tq, tk, q_offset, causal, window, expected):
+    found, bias = xf._structured_bias(_FakeBiases, tq, tk, q_offset, causal=causal, window=window)
+    if expected == "dense":
+        assert not found
+        return
+    assert found
+    assert (bias is None) if expected is None else type(bias).__name__ == expected
+    if expected == "LowerTriangularFromBottomRightLocalAttentionMask":
+        assert bias.window == window
+    if expected == "LocalAttentionFromBottomRightMask":
+        assert bias.window == (window - 1, window - 1)
+
+
+def test_xformers_falls_back_to_dense_without_the_class():
+    class Old:  # an xformers that predates the local-attention classes
+        LowerTriangularMask = _FakeBiases.LowerTriangularMask
+
+    assert xf._structured_bias(Old, 4, 4, 0, causal=True, window=2) == (False, None)
+    assert xf._structured_bias(Old, 2, 5, 3, causal=True, window=None) == (False, None)
+
+
+# ---- xformers on CUDA (skipped unless xformers and a GPU are present) --------------------------------
+
+GPU_TOL = {torch.float16: {"atol": 3e-3, "rtol": 3e-3}, torch.bfloat16: {"atol": 2e-2, "rtol": 2e-2}}
+
+
+def gpu_pair(window: int | None, n_kv_heads: int):
+    ref = windowed(NaiveAttention, window, n_kv_heads).cuda()
+    got = make(xf.XformersAttention, n_kv_heads, config=XformersAttentionConfig(window=window)).cuda()
+    assert got.fallback is None
+    return ref, got
+
+
+@needs_xformers
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("n_kv_heads", [4, 2, 1], ids=["mha", "gqa", "mqa"])
+@pytest.mark.parametrize("window", [None, 3], ids=["global", "window3"])
+@pytest.mark.parametrize("bias", [None, "alibi", "pad"])
+def test_xformers_matches_naive_on_cuda(dtype, causal, n_kv_heads, window, bias):
+    ref, got = gpu_pair(window, n_kv_heads)
+    q, k, v = (t.cuda() for t in qkv(9, 9, n_kv_heads, dtype))
+    b = None if bias is None else bias_for(bias, 9, 9).cuda()
+    out = got(q, k, v, causal=causal, attn_bias=b)
+    assert out.dtype == dtype and out.shape == q.shape
+    torch.testing.assert_close(out, ref(q, k, v, causal=causal, attn_bias=b), **GPU_TOL[dtype])
+
+
+@needs_xformers
+@pytest.mark.parametrize("window", [None, 3], ids=["global", "window3"])
+@pytest.mark.parametrize("q_offset,tq,tk", [(4, 1, 5), (3, 3, 6), (2, 2, 6)], ids=["decode", "chunk", "odd-offset"])
+def test_xformers_q_offset_on_cuda(window, q_offset, tq, tk):
+    ref, got = gpu_pair(window, 2)
+    q, k, v = (t.cuda() for t in qkv(tq, tk, 2, torch.float16))
+    torch.testing.assert_close(got(q, k, v, causal=True, q_offset=q_offset),
+                               ref(q, k, v, causal=True, q_offset=q_offset), **GPU_TOL[torch.float16])
+
+
+@needs_xformers
+def test_xformers_float32_and_padding_on_cuda():
+    ref, got = gpu_pair(None, 2)
+    q, k, v = (t.cuda() for t in qkv(6, 6, 2, torch.float32))
+    b = padding_bias(2, 6, {0: slice(0, 2)}).cuda()
+    torch.testing.assert_close(got(q, k, v, causal=False, attn_bias=b), ref(q, k, v, causal=False, attn_bias=b),
+                               atol=1e-4, rtol=1e-4)

@@ -8,20 +8,23 @@ import sys
 import pytest
 import torch
 
-from plugformer.interfaces import ModelDims, Positions
+from plugformer.interfaces import ModelDims, PositionEncoding, Positions
+from plugformer_position.alibi import AlibiPosition, alibi_slopes
 from plugformer_position.learned import LearnedPosition
-from plugformer_position.rope import RotaryPosition
-from plugformer_position.schemas import LearnedPositionConfig, RopeConfig, SinusoidalPositionConfig
+from plugformer_position.none import NoPosition
+from plugformer_position.rope import RotaryPosition, rope_cos_sin
+from plugformer_position.schemas import (AlibiConfig, LearnedPositionConfig, RopeConfig, RopeScaling,
+                                         SinusoidalPositionConfig)
 from plugformer_position.sinusoidal import SinusoidalPosition
 
 
-def dims(d_model: int = 32, n_heads: int = 2, max_seq_len: int = 16) -> ModelDims:
+def dims(d_model: int = 32, n_heads: int = 2, max_seq_len: int = 16, causal: bool = True) -> ModelDims:
     return ModelDims(vocab_size=16, d_model=d_model, n_heads=n_heads, n_kv_heads=n_heads,
-                     max_seq_len=max_seq_len)
+                     max_seq_len=max_seq_len, causal=causal)
 
 
-def rope(max_seq_len: int = 16, base: float = 10000.0) -> RotaryPosition:
-    return RotaryPosition(RopeConfig(base=base), dims(max_seq_len=max_seq_len))
+def rope(max_seq_len: int = 16, base: float = 10000.0, **options) -> RotaryPosition:
+    return RotaryPosition(RopeConfig(base=base, **options), dims(max_seq_len=max_seq_len))
 
 
 # ---- rope ---------------------------------------------------------------------------------------
@@ -88,6 +91,141 @@ def test_rope_rejects_odd_head_dim():
         RotaryPosition(RopeConfig(), dims(d_model=18, n_heads=2))
 
 
+# ---- rope options --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("factor,rotated", [(0.5, 8), (0.25, 4), (0.3, 4), (1.0, 16)])
+def test_partial_rotary_leaves_the_other_channels_untouched(factor, rotated):
+    torch.manual_seed(0)
+    r = rope(partial_rotary_factor=factor)  # head_dim 16
+    assert r.rotary_dim == rotated
+    q, k = torch.randn(2, 2, 6, 16), torch.randn(2, 2, 6, 16)
+    qr, kr = r.rotate(q, k, Positions(3, 6))
+    torch.testing.assert_close(qr[..., rotated:], q[..., rotated:], rtol=0, atol=0)
+    torch.testing.assert_close(kr[..., rotated:], k[..., rotated:], rtol=0, atol=0)
+    # the rotated channels are exactly full rope of a rotated-width head
+    full = RotaryPosition(RopeConfig(), dims(d_model=2 * rotated, n_heads=2))
+    torch.testing.assert_close(qr[..., :rotated], full.rotate(q[..., :rotated], q[..., :rotated], Positions(3, 6))[0])
+
+
+@pytest.mark.parametrize("m,n,shift", [(3, 1, 5), (0, 7, 4)])
+def test_partial_rotary_keeps_relative_positions(m, n, shift):
+    torch.manual_seed(0)
+    r = rope(partial_rotary_factor=0.5)
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+    torch.testing.assert_close(rotated_score(r, q, k, m, n), rotated_score(r, q, k, m + shift, n + shift),
+                               atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(rotated_score(r, q, k, m, n), rotated_score(r, q, k, m, m))
+
+
+@pytest.mark.parametrize("factor", [0.0, -0.5, 1.5, 0.05])
+def test_partial_rotary_rejects_bad_factors(factor):
+    with pytest.raises(ValueError, match="partial_rotary_factor"):
+        rope(partial_rotary_factor=factor)
+
+
+def test_partial_rotary_allows_odd_head_dim():
+    r = RotaryPosition(RopeConfig(partial_rotary_factor=0.5), dims(d_model=18, n_heads=2))  # head_dim 9
+    assert r.rotary_dim == 4
+    q = torch.randn(1, 2, 3, 9)
+    assert r.rotate(q, q, Positions(0, 3))[0].shape == q.shape
+
+
+def test_linear_scaling_is_rope_at_scaled_positions():
+    """Factor 2: position p gets the angles unscaled rope gives position p / 2 (fractional ones too)."""
+    torch.manual_seed(0)
+    scaled = rope(scaling=RopeScaling.linear, scaling_factor=2.0)
+    x, pos = torch.randn(1, 2, 24, 16), Positions(0, 24)  # beyond the 16 cached positions too
+    cos, sin = rope_cos_sin(pos.tensor.double() / 2, 16, 10000.0)
+    expected = x * cos + torch.cat((-x[..., 8:], x[..., :8]), dim=-1) * sin
+    torch.testing.assert_close(scaled.rotate(x, x, pos)[0], expected, atol=1e-5, rtol=1e-5)
+    # whole positions: 2p under factor 2 is plain rope at p
+    got = scaled.rotate(x[:, :, :8], x[:, :, :8], Positions(0, 8))[0][:, :, ::2]
+    torch.testing.assert_close(got, rope().rotate(x[:, :, :8:2], x[:, :, :8:2], Positions(0, 4))[0])
+
+
+@pytest.mark.parametrize("factor", [2.0, 8.0])
+def test_ntk_scaling_raises_the_base(factor):
+    d = 16
+    r = rope(base=10000.0, scaling="ntk", scaling_factor=factor)  # plain strings work too (YAML)
+    assert r.base == pytest.approx(10000.0 * factor ** (d / (d - 2)))
+    torch.testing.assert_close(r.cos_cached, rope(base=r.base).cos_cached)
+    partial = rope(scaling=RopeScaling.ntk, scaling_factor=factor, partial_rotary_factor=0.5)
+    assert partial.base == pytest.approx(10000.0 * factor ** (8 / 6))  # d is the rotated width
+    assert rope(scaling=RopeScaling.linear, scaling_factor=factor).base == 10000.0
+
+
+def test_scaling_factor_one_and_none_are_plain_rope():
+    plain = rope()
+    for options in ({"scaling": RopeScaling.ntk}, {"scaling": RopeScaling.linear}, {"scaling_factor": 4.0}):
+        torch.testing.assert_close(rope(**options).cos_cached, plain.cos_cached)
+
+
+def test_rope_rejects_bad_scaling():
+    with pytest.raises(ValueError, match="scaling_factor must be > 0"):
+        rope(scaling=RopeScaling.linear, scaling_factor=0.0)
+    with pytest.raises(ValueError, match="scaling must be"):
+        rope(scaling="yarn")
+
+
+# ---- alibi ---------------------------------------------------------------------------------------
+
+def test_alibi_slopes_power_of_two():
+    """8 heads: the geometric sequence 2^-1, 2^-2, …, 2^-8."""
+    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -i for i in range(1, 9)]))
+    torch.testing.assert_close(alibi_slopes(4), torch.tensor([2.0 ** -i for i in (2, 4, 6, 8)]))
+
+
+def test_alibi_slopes_non_power_of_two():
+    """6 heads: the 4-head slopes, then every other slope of the 8-head sequence, as many as missing."""
+    expected = [2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8, 2.0 ** -1, 2.0 ** -3]
+    torch.testing.assert_close(alibi_slopes(6), torch.tensor(expected))
+    assert len(alibi_slopes(12)) == 12 and len(set(alibi_slopes(12).tolist())) == 12
+    torch.testing.assert_close(alibi_slopes(1), torch.tensor([2.0 ** -8]))
+
+
+def test_alibi_bias_values_causal():
+    p = AlibiPosition(AlibiConfig(), dims(n_heads=8))
+    q, k = Positions(5, 2), Positions(0, 7)  # decoding: 2 new queries over 7 keys
+    bias = p.attention_bias(q, k)
+    assert bias.shape == (1, 8, 2, 7) and bias.dtype == torch.float32
+    slopes = alibi_slopes(8)
+    for h in range(8):
+        for i, qp in enumerate(range(5, 7)):
+            for j in range(7):
+                assert bias[0, h, i, j].item() == pytest.approx(-slopes[h].item() * (qp - j))
+    assert (bias[0, :, 1, 6] == 0).all()  # the diagonal is free
+
+
+def test_alibi_bias_symmetric_for_encoders():
+    p = AlibiPosition(AlibiConfig(), dims(n_heads=6, d_model=36, causal=False))
+    bias = p.attention_bias(Positions(0, 5), Positions(0, 5))
+    assert bias.shape == (1, 6, 5, 5)
+    torch.testing.assert_close(bias, bias.transpose(-1, -2))
+    assert (bias <= 0).all()
+    assert bias[0, 0, 0, 4].item() == pytest.approx(-4 * alibi_slopes(6)[0].item())
+
+
+def test_alibi_has_no_state_and_touches_nothing_else():
+    p = AlibiPosition(None, dims())
+    assert list(p.parameters()) == [] and dict(p.state_dict()) == {}
+    x, q = torch.randn(1, 3, 32), torch.randn(1, 2, 3, 16)
+    assert p.embed(x, Positions(0, 3)) is x and p.rotate(q, q, Positions(0, 3))[0] is q
+
+
+# ---- none (NoPE) ---------------------------------------------------------------------------------
+
+def test_none_leaves_everything_unchanged():
+    p = NoPosition(None, dims())
+    assert isinstance(p, PositionEncoding)
+    x, q, k = torch.randn(2, 3, 32), torch.randn(2, 2, 3, 16), torch.randn(2, 1, 3, 16)
+    pos = Positions(4, 3)
+    assert torch.equal(p.embed(x, pos), x)
+    qr, kr = p.rotate(q, k, pos)
+    assert torch.equal(qr, q) and torch.equal(kr, k)
+    assert p.attention_bias(pos, Positions(0, 7)) is None
+    assert list(p.parameters()) == [] and dict(p.state_dict()) == {}
+
+
 # ---- sinusoidal ----------------------------------------------------------------------------------
 
 def formula(pos: int, i: int, d: int) -> float:
@@ -138,14 +276,18 @@ def test_registration_is_torch_free_and_resolves():
             "assert 'torch' not in sys.modules, 'registration imported torch'\n"
             "print(r.position.names())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert all(n in out.stdout for n in ("learned", "sinusoidal", "rope"))
+    assert all(n in out.stdout for n in ("learned", "sinusoidal", "rope", "alibi", "none"))
 
     import plugformer
     import plugformer_position
 
     registries = plugformer.Registries()
     plugformer_position.plugformer_register(registries=registries)
-    for name, cls in [("learned", LearnedPosition), ("sinusoidal", SinusoidalPosition), ("rope", RotaryPosition)]:
+    for name, cls in [("learned", LearnedPosition), ("sinusoidal", SinusoidalPosition), ("rope", RotaryPosition),
+                      ("alibi", AlibiPosition), ("none", NoPosition)]:
         entry = registries.position.get(name)
         assert entry.load() is cls
-        cls(entry.load_schema()(), dims())  # the schema's defaults construct the encoding
+        schema = entry.load_schema()
+        cls(schema() if schema else None, dims())  # the schema's defaults construct the encoding
+    assert registries.position.get("alibi").capabilities["needs_attention"] == ["attention_bias"]
+    assert registries.position.get("none").load_schema() is None

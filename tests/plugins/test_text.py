@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,27 +42,38 @@ def bpe() -> BPETokenizer:
 
 def test_byte_round_trip_and_save_load(tmp_path: Path):
     tok = ByteTokenizer(ByteTokenizerConfig())
-    assert not tok.needs_fit and tok.vocab_size == 257 and tok.eos_id == 256
+    assert not tok.needs_fit and tok.vocab_size == 259
+    assert (tok.eos_id, tok.pad_id, tok.mask_id) == (256, 257, 258)
     for text in SAMPLES:
         ids = tok.encode(text)
         assert all(0 <= i < 256 for i in ids)
         assert tok.decode(ids) == text
     assert tok.encode_batch(SAMPLES) == [tok.encode(t) for t in SAMPLES]
-    assert tok.decode(tok.encode("ab") + [tok.eos_id]) == "ab"
+    assert tok.decode(tok.encode("ab") + [tok.eos_id, tok.pad_id, tok.mask_id]) == "ab"
     tok.save(tmp_path)
-    assert json.loads((tmp_path / "tokenizer.json").read_text())["vocab_size"] == 257
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["vocab_size"] == 259
     again = ByteTokenizer.load(ByteTokenizerConfig(), tmp_path)
-    assert again.fingerprint() == tok.fingerprint()
+    assert again.fingerprint() == tok.fingerprint() and again.vocab_size == 259
+
+
+def test_byte_version_1_directory_still_loads_as_257_ids(tmp_path: Path):
+    """Checkpoints written before <pad>/<mask> keep their 257-row embedding and token caches."""
+    meta = {"type": "plugformer-byte", "version": 1, "vocab_size": 257, "eos_id": 256}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(meta), encoding="utf-8")
+    old = ByteTokenizer.load(ByteTokenizerConfig(), tmp_path)
+    assert (old.vocab_size, old.eos_id, old.pad_id, old.mask_id) == (257, 256, None, None)
+    assert old.fingerprint() != ByteTokenizer(ByteTokenizerConfig()).fingerprint()
 
 
 def test_bpe_round_trip_exact(bpe: BPETokenizer):
     assert not bpe.needs_fit and bpe.vocab_size <= 320
-    for text in SAMPLES + CORPUS[:3]:
+    assert (bpe.eos_id, bpe.pad_id, bpe.mask_id) == (0, 1, 2)
+    for text in SAMPLES + CORPUS[:3] + ["quoting <pad> and <mask> literally"]:
         ids = bpe.encode(text)
-        assert bpe.eos_id not in ids  # a literal "<|endoftext|>" is plain text
+        assert not {bpe.eos_id, bpe.pad_id, bpe.mask_id} & set(ids)  # literal specials are plain text
         assert bpe.decode(ids) == text
     assert bpe.encode_batch(SAMPLES) == [bpe.encode(t) for t in SAMPLES]
-    assert bpe.decode(bpe.encode("x = 1") + [bpe.eos_id]) == "x = 1"
+    assert bpe.decode([bpe.pad_id] + bpe.encode("x = 1") + [bpe.mask_id, bpe.eos_id]) == "x = 1"
     assert len(bpe.encode(CORPUS[0])) < len(CORPUS[0].encode())  # merges were learned
 
 
@@ -87,7 +100,22 @@ def test_bpe_unfitted_and_too_small():
     with pytest.raises(RuntimeError, match="not trained"):
         tok.encode("x")
     with pytest.raises(ConfigError, match="vocab_size"):
-        BPETokenizer(BPETokenizerConfig(vocab_size=100)).fit(["abc"])
+        BPETokenizer(BPETokenizerConfig(vocab_size=258)).fit(["abc"])
+
+
+def test_bpe_file_without_pad_and_mask_still_loads(bpe: BPETokenizer, tmp_path: Path):
+    """A tokenizer.json from before <pad>/<mask> existed: eos works, pad/mask are None."""
+    from tokenizers import pre_tokenizers, trainers
+
+    old = BPETokenizer._blank()
+    old.train_from_iterator(CORPUS, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    old.save(str(tmp_path / "tokenizer.json"))
+    tok = BPETokenizer.load(BPETokenizerConfig(), tmp_path)
+    assert (tok.eos_id, tok.pad_id, tok.mask_id) == (0, None, None)
+    assert tok.fingerprint() != bpe.fingerprint()
+    assert tok.decode(tok.encode(SAMPLES[1])) == SAMPLES[1]
 
 
 def test_stdlib_deterministic_split_and_cap():
@@ -164,7 +192,19 @@ def test_registration_is_lazy():
 
     registries = Registries()
     plugformer_text.plugformer_register(registries)
-    assert {"byte", "bpe"} <= set(registries.tokenizer.names())
+    assert {"byte", "bpe", "wordpiece", "unigram", "hf", "sentencepiece"} <= set(registries.tokenizer.names())
+    lossless = {n: registries.tokenizer.get(n).capabilities.get("lossless") for n in registries.tokenizer.names()}
+    assert lossless == {"byte": True, "bpe": True, "wordpiece": False, "unigram": False, "hf": False,
+                        "sentencepiece": False}
     assert {"stdlib", "text"} <= set(registries.data.names())
     assert registries.tokenizer.get("bpe").load_schema() is BPETokenizerConfig
     assert registries.data.load("text") is TextFileSource
+
+
+def test_registration_imports_no_heavy_dependency():
+    """Registering (what every CLI start does) must not import torch, tokenizers or sentencepiece."""
+    code = ("import sys, plugformer_text; from plugformer import Registries; r = Registries(); "
+            "plugformer_text.plugformer_register(r); r.tokenizer.get('sentencepiece').availability(); "
+            "print([m for m in ('torch', 'tokenizers', 'sentencepiece') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

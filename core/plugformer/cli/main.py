@@ -19,6 +19,7 @@ commands:
   generate    sample text from a checkpoint: checkpoint=DIR prompt=... max_new_tokens=N
   validate    compose and check a train config without building anything heavy
   plugins     list every component family, implementation, provider and availability
+  tokenizer   tokenizer train tokenizer=NAME [tokenizer.vocab_size=N] [data=...] out=DIR
 
 global options:
   --allow-plugin NAME   load only the named plugins (repeatable; env PLUGFORMER_PLUGINS)
@@ -71,11 +72,16 @@ GLOBAL_OPTIONS = ["--allow-plugin", "--block-plugin", "--no-autoload", "--strict
 def _commands() -> dict[str, Callable[[list[str]], int]]:
     from plugformer.cli import hydra_commands, plugins_command
 
+    def tokenizer(args: list[str]) -> int:
+        from plugformer.cli import tokenizer_command
+
+        return tokenizer_command.run(args)
+
     return {"train": hydra_commands.train, "generate": hydra_commands.generate,
-            "validate": hydra_commands.validate, "plugins": plugins_command.run}
+            "validate": hydra_commands.validate, "plugins": plugins_command.run, "tokenizer": tokenizer}
 
 
-COMMANDS = ("train", "generate", "validate", "plugins")
+COMMANDS = ("train", "generate", "validate", "plugins", "tokenizer")
 
 
 def main(argv: list[str] | None = None) -> int:

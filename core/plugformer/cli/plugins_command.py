@@ -49,12 +49,33 @@ def run(args: list[str]) -> int:
             ok, reason = e.availability()
             status = "available" if ok else f"unavailable: {reason}"
             print(f"  {e.name:<{width}}  {e.provided_by:<{pwidth}}  {status:<10}  {e.description}")
-            if opts.capabilities and e.capabilities:
-                caps = ", ".join(f"{k}={v}" for k, v in sorted(e.capabilities.items()))
-                print(f"  {'':<{width}}  capabilities: {caps}")
+        if opts.capabilities and len(registry):
+            print(_capability_table(list(registry)))
         print()
     print("plugins (entry-point group 'plugformer'):")
-    for r in host.records:
-        line = f"  {r.name:<12} {r.dist} {r.version}  {r.value}  {r.status}"
-        print(line + (f": {r.error}" if r.error else ""))
+    rows = [(r.name, f"{r.dist} {r.version}", r.value, r.status + (f": {r.error}" if r.error else ""))
+            for r in host.records]
+    widths = [max((len(row[i]) for row in rows), default=0) for i in range(3)]
+    for row in rows:
+        print("  " + "  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[3])
     return 0
+
+
+def _cell(value: object) -> str:
+    if value is True:
+        return "yes"
+    if value is False:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _capability_table(entries: list) -> str:
+    """Rows: implementations; columns: every capability key any of them declares."""
+    keys = sorted({k for e in entries for k in e.capabilities})
+    if not keys:
+        return "  (no capabilities declared)"
+    rows = [["", *keys]] + [[e.name, *(_cell(e.capabilities.get(k, "-")) for k in keys)] for e in entries]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(keys) + 1)]
+    return "\n".join("  | " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows)

@@ -33,6 +33,13 @@ class ModelConfig:
     bias: bool = True
     tie_embeddings: bool = True
     init_std: float = 0.02
+    # per-layer layouts: each item maps attention/norm/mlp to options merged onto that group's node
+    # (or, with a different ``name``, a different implementation). ``layer_pattern`` repeats over the
+    # layers (e.g. alternate local and global attention); ``layer_overrides`` targets layers by index
+    # (-1 is the last) and wins over the pattern.
+    # (typed Any: Hydra overrides may then set them whole; validate checks their shape)
+    layer_pattern: Any = None  # list of {family: options}
+    layer_overrides: Any = None  # {layer index: {family: options}}
 
 
 @dataclass

@@ -2,7 +2,7 @@
 the device fit. Every problem found is reported at once, on one line."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from plugformer.build import component_config
 from plugformer.config.schema import COMPONENT_GROUPS
@@ -19,8 +19,12 @@ def validate_train(cfg: DictConfig, registries: Registries) -> dict[str, Entry]:
         try:
             entry = registries[family].get(cfg[family].name)
             component_config(entry, cfg[family])
-            entries[family] = entry
             ok, reason = entry.availability()
+            fallback = cfg[family].get("fallback")
+            if not ok and fallback:  # the implementation steps aside for the one the user named
+                entry = registries[family].get(getattr(fallback, "value", fallback))
+                ok, reason = entry.availability()
+            entries[family] = entry
             if not ok:
                 problems.append(f"{family} '{entry.name}' is unavailable here: {reason}")
         except UnknownComponentError:
@@ -30,12 +34,13 @@ def validate_train(cfg: DictConfig, registries: Registries) -> dict[str, Entry]:
     for name in cfg.trainer.callbacks:
         registries.callback.get(name)
     problems += _check_model(cfg)
+    layer_attention = _check_layers(cfg, registries, problems)
     device = "cpu"
     try:
         device = resolve_device(cfg.device).split(":")[0]
     except ConfigError as exc:
         problems.append(str(exc))
-    problems += _check_capabilities(entries, device, registries)
+    problems += _check_capabilities(entries, device, registries, layer_attention)
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
     return entries
@@ -57,21 +62,71 @@ def _check_model(cfg: DictConfig) -> list[str]:
     return problems
 
 
-def _check_capabilities(entries: dict[str, Entry], device: str, registries: Registries) -> list[str]:
-    """Refuse combinations the components declare they cannot run, naming both sides."""
+def _check_layers(cfg: DictConfig, registries: Registries, problems: list[str]) -> list[Entry]:
+    """Per-layer layouts: every layer's attention/norm/mlp must resolve and bind. Returns the attention
+    entries in use beyond the global one."""
+    from plugformer.model.assemble import LAYER_FAMILIES, layer_node, layer_spec
+
+    m = cfg.model
+    if not (m.get("layer_pattern") or m.get("layer_overrides")):
+        return []
+    pattern, overrides = m.get("layer_pattern"), m.get("layer_overrides")
+    if pattern is not None and not (isinstance(pattern, ListConfig) and all(isinstance(i, DictConfig) for i in pattern)):
+        problems.append("model.layer_pattern must be a list of {attention|norm|mlp: options} items, "
+                        f"got {pattern}")
+        return []
+    if overrides is not None and not isinstance(overrides, DictConfig):
+        problems.append(f"model.layer_overrides must map layer indices to {{attention|norm|mlp: options}}, got {overrides}")
+        return []
+    for key in (overrides or {}):
+        if not -m.n_layers <= int(key) < m.n_layers:
+            problems.append(f"model.layer_overrides key '{key}' is not a layer index in "
+                            f"[{-m.n_layers}, {m.n_layers - 1}]")
+    attention: list[Entry] = []
+    found: dict[str, list[int]] = {}  # problem → layers that have it
+    for layer in range(m.n_layers):
+        try:
+            spec = layer_spec(cfg, layer)
+        except (AttributeError, TypeError) as exc:
+            problems.append(f"model.layer_pattern/layer_overrides must map attention/norm/mlp to options: {exc}")
+            return attention
+        for family in spec:
+            if family not in LAYER_FAMILIES:
+                found.setdefault(f"'{family}' cannot vary per layer (choose from: {', '.join(LAYER_FAMILIES)})",
+                                 []).append(layer)
+        for family in LAYER_FAMILIES:
+            node = layer_node(cfg, family, layer)
+            entry = registries[family].get(node.get("name"))
+            try:
+                component_config(entry, node)
+            except PlugformerError as exc:
+                found.setdefault(str(exc), []).append(layer)
+            if family == "attention":
+                attention.append(entry)
+    problems += [f"layer{'s' if len(ls) > 1 else ''} {', '.join(map(str, ls))}: {msg}" for msg, ls in found.items()]
+    return attention
+
+
+def _check_capabilities(entries: dict[str, Entry], device: str, registries: Registries,
+                        layer_attention: list[Entry] = ()) -> list[str]:
+    """Refuse combinations the components declare they cannot run, naming both sides and what works."""
     problems = []
-    for family, entry in entries.items():
+    for family, entry in [*entries.items(), *(("attention", e) for e in layer_attention)]:
         devices = entry.capabilities.get("devices")
         if devices is not None and device not in devices:
-            problems.append(f"{family} '{entry.name}' does not run on {device} (it supports: {', '.join(devices)})")
-    attention = entries.get("attention")
-    if attention is not None:
-        caps = attention.capabilities
-        for family, entry in entries.items():
-            for need in entry.capabilities.get("needs_attention", []):
-                if not caps.get(need, False):
-                    works = [e.name for e in registries.attention if e.capabilities.get(need)]
-                    problems.append(f"{family} '{entry.name}' needs attention with {need}, which attention "
-                                    f"'{attention.name}' lacks (these have it: {', '.join(works) or 'none'})")
+            works = [e.name for e in registries[family] if device in e.capabilities.get("devices", [device])]
+            problems.append(f"{family} '{entry.name}' does not run on {device} (it supports: {', '.join(devices)}; "
+                            f"these run on {device}: {', '.join(works) or 'none'})")
+    attentions = {e.name: e for e in [entries.get("attention"), *layer_attention] if e is not None}
+    objective = entries.get("objective")
+    needs_from = [(f, e, need) for f, e in entries.items() for need in e.capabilities.get("needs_attention", [])]
+    if objective is not None and objective.capabilities.get("causal") is False:
+        needs_from.append(("objective", objective, "bidirectional"))
+    for attention in attentions.values():
+        for family, entry, need in needs_from:
+            if not attention.capabilities.get(need, False):
+                works = [e.name for e in registries.attention if e.capabilities.get(need)]
+                problems.append(f"{family} '{entry.name}' needs attention with {need}, which attention "
+                                f"'{attention.name}' lacks (these have it: {', '.join(works) or 'none'})")
     return problems
 

@@ -20,7 +20,7 @@ class ModelDims:
     dropout: float = 0.0
     bias: bool = True
     causal: bool = True
-    layer: int = 0  # index of the block a per-layer component is built for
+    layer: int = 0  # index of the block a per-layer component is built for; -1 outside the blocks
 
     @property
     def head_dim(self) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from plugformer.build import build, entry_class
 from plugformer.interfaces import ModelDims
@@ -18,13 +18,49 @@ def model_dims(cfg: DictConfig, vocab_size: int, causal: bool) -> ModelDims:
                      dropout=m.dropout, bias=m.bias, causal=causal)
 
 
+LAYER_FAMILIES = ("attention", "norm", "mlp")
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+
+
+def layer_spec(cfg: DictConfig, layer: int) -> dict[str, dict[str, Any]]:
+    """The per-layer options for ``layer``: its ``layer_pattern`` item, then its ``layer_overrides``."""
+    m, spec = cfg.model, {}
+    pattern = _plain_list(m.get("layer_pattern"))
+    if pattern:
+        spec = {k: dict(v or {}) for k, v in pattern[layer % len(pattern)].items()}
+    overrides = _plain(m.get("layer_overrides"))
+    for key in (layer, layer - m.n_layers):
+        for family, options in (overrides.get(key) or {}).items():
+            spec[family] = {**spec.get(family, {}), **(options or {})}
+    return spec
+
+
+def _plain_list(node: Any) -> list[dict[str, Any]]:
+    return list(OmegaConf.to_container(node, resolve=True)) if node is not None else []
+
+
+def layer_node(cfg: DictConfig, family: str, layer: int) -> Any:
+    """The config node that builds ``family`` in ``layer`` (layer -1: outside the blocks, the global node)."""
+    base = cfg[family]
+    part = layer_spec(cfg, layer).get(family) if layer >= 0 else None
+    if not part:
+        return base
+    if part.get("name", base.name) != base.name:
+        return part  # another implementation: its own schema defaults fill the rest
+    return {**_plain(base), **part}
+
+
 def model_parts(cfg: DictConfig, registries: Registries) -> ModelParts:
-    """Factories that build each swappable piece from its config node."""
+    """Factories that build each swappable piece from its (per-layer) config node."""
 
     def part(family: str) -> Any:
-        return lambda dims: build(registries, family, cfg[family], dims)
+        return lambda dims: build(registries, family, layer_node(cfg, family, dims.layer), dims)
 
-    return ModelParts(attention=part("attention"), position=part("position"), norm=part("norm"), mlp=part("mlp"))
+    return ModelParts(attention=part("attention"), norm=part("norm"), mlp=part("mlp"),
+                      position=lambda dims: build(registries, "position", cfg.position, dims))
 
 
 def build_model(cfg: DictConfig, registries: Registries, vocab_size: int) -> Transformer:

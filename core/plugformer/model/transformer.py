@@ -80,7 +80,7 @@ class Transformer(nn.Module):
         self.position = parts.position(dims)
         self.drop = nn.Dropout(dims.dropout)
         self.blocks = nn.ModuleList(Block(replace(dims, layer=i), parts) for i in range(n_layers))
-        self.norm_f = parts.norm(dims)
+        self.norm_f = parts.norm(replace(dims, layer=-1))
         self.lm_head = nn.Linear(dims.d_model, dims.vocab_size, bias=False)
         if tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
@@ -95,13 +95,18 @@ class Transformer(nn.Module):
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, tokens: Tensor, cache: DecodeCache | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, cache: DecodeCache | None = None, padding_mask: Tensor | None = None) -> Tensor:
+        """``tokens`` (B, T) → logits (B, T, vocab). ``padding_mask`` (B, past+T) bool marks real tokens
+        (False: padding no query may attend to)."""
         offset = cache.length if cache is not None else 0
         T = tokens.shape[1]
         positions = Positions(offset, T, tokens.device)
         x = self.drop(self.position.embed(self.tok_emb(tokens), positions))
         key_positions = Positions(0, offset + T, tokens.device) if offset else positions
         bias = self.position.attention_bias(positions, key_positions)
+        if padding_mask is not None:
+            pad = torch.zeros(padding_mask.shape, device=tokens.device).masked_fill(~padding_mask, float("-inf"))
+            bias = pad[:, None, None, :] if bias is None else bias + pad[:, None, None, :]
         for i, block in enumerate(self.blocks):
             x = block(x, self.position, positions, bias, cache.layers[i] if cache is not None else None, offset)
         if cache is not None:

@@ -66,6 +66,7 @@ class Trainer:
         self.scheduler = build(registries, "scheduler", cfg.scheduler, self.optimizer, t.max_steps)
         self.objective = build(registries, "objective", cfg.objective, self.tokenizer)
         self.step = self._restore(resume_from) if resume_from else 0
+        self._metric_sums: dict[str, torch.Tensor] = {}  # objective metrics since the last log step
         self.run = RunInfo(run_dir, OmegaConf.to_container(cfg, resolve=True), t.max_steps, self.step,
                            t.batch_size * cfg.data.seq_len, strategy.rank, strategy.world_size)
 
@@ -104,7 +105,9 @@ class Trainer:
                 loss = self.strategy.reduce_mean(loss_sum / steps).item()
                 metrics = {"loss": loss, "lr": self.scheduler.get_last_lr()[0],
                            "tokens_per_s": steps * self.run.tokens_per_step / max(now - last_time, 1e-9),
-                           "tokens": self.step * self.run.tokens_per_step}
+                           "tokens": self.step * self.run.tokens_per_step,
+                           **{k: self.strategy.reduce_mean(v / steps).item() for k, v in self._metric_sums.items()}}
+                self._metric_sums = {}
                 hook.plugformer_step_end(run=self.run, step=self.step, metrics=metrics)
                 loss_sum.zero_()
                 last_time, last_logged = time.perf_counter(), self.step
@@ -135,9 +138,13 @@ class Trainer:
             sync = i == len(micro_batches) - 1
             with contextlib.nullcontext() if sync else self.strategy.no_sync(self.model):
                 with autocast(self.device, self.cfg.precision):
-                    loss = self.objective(self.model, micro).loss / len(micro_batches)
+                    out = self.objective(self.model, micro)
+                    loss = out.loss / len(micro_batches)
                 loss.backward()
             total += loss.detach()
+            for name, value in out.metrics.items():
+                share = value.detach().float() / len(micro_batches)
+                self._metric_sums[name] = self._metric_sums.get(name, 0.0) + share
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.optimizer.step()
@@ -149,13 +156,16 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Mean loss over the fixed validation windows (each rank takes its rows of every batch)."""
         self.model.eval()
-        total, count = torch.zeros((), device=self.device), 0
+        sums: dict[str, torch.Tensor] = {"loss": torch.zeros((), device=self.device)}
+        count = 0
         for batch in self.data.val_batches(self.rows_per_rank):
             with autocast(self.device, self.cfg.precision):
-                total += self.objective(self.model, batch.to(self.device)).loss.float()
+                out = self.objective(self.model, batch.to(self.device))
+            for name, value in {"loss": out.loss, **out.metrics}.items():
+                sums[name] = sums.get(name, 0.0) + value.detach().float()
             count += 1
-        val_loss = self.strategy.reduce_mean(total / max(count, 1)).item()
-        return {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}
+        val = {f"val_{k}": self.strategy.reduce_mean(v / max(count, 1)).item() for k, v in sums.items()}
+        return {**val, "val_perplexity": math.exp(min(val["val_loss"], 50.0))}
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save(self) -> Path:

@@ -1,0 +1,142 @@
+"""Building an implementation the way the core does, with its schema defaults and the kit's tiny sizes.
+
+Components are constructed from their schema defaults (``component_config``, exactly as a config node
+with only ``name`` would bind), so the kit tests what a user gets by naming the component. A schema
+field without a default (or with Hydra's ``???``) needs the user, unless :data:`CONFIG_PROVIDERS`
+knows how to fill it in for a test.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugformer.build import component_config
+from plugformer.registry import Entry
+
+MISSING_VALUE = "???"
+
+
+def _bpe_registered() -> bool:
+    from plugformer.testing.selection import registries
+
+    return "bpe" in registries().tokenizer
+
+
+def _fitted_bpe_dir() -> dict[str, Any]:
+    """A directory holding a ``tokenizer.json`` (a BPE fitted on the kit's samples), for ``hf``."""
+    from plugformer.testing.samples import fitted_tokenizer
+    from plugformer.testing.selection import registries
+
+    bpe = registries().tokenizer.get("bpe")
+    directory = Path(tempfile.mkdtemp(prefix="plugformer-kit-hf-"))
+    fitted_tokenizer(bpe).save(directory)
+    return {"path": str(directory)}
+
+
+def _sample_text_dir() -> dict[str, Any]:
+    """A directory of ``.txt`` files (the kit's samples), for the ``text`` source."""
+    from plugformer.testing.samples import SAMPLES
+
+    directory = Path(tempfile.mkdtemp(prefix="plugformer-kit-text-"))
+    for i, text in enumerate(SAMPLES):
+        (directory / f"sample{i:02d}.txt").write_text(text, encoding="utf-8")
+    return {"path": str(directory)}
+
+
+#: (family, name) → (can it supply them here?, values for required schema fields the kit supplies itself)
+CONFIG_PROVIDERS: dict[tuple[str, str], tuple[Callable[[], bool], Callable[[], dict[str, Any]]]] = {
+    ("tokenizer", "hf"): (_bpe_registered, _fitted_bpe_dir),
+    ("data", "text"): (lambda: True, _sample_text_dir),
+}
+
+
+def required_fields(entry: Entry) -> list[str]:
+    """Schema fields that have no usable default (no default at all, or ``???``)."""
+    schema = entry.load_schema()
+    if schema is None:
+        return []
+    out = []
+    for f in dataclasses.fields(schema):
+        no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if no_default or f.default == MISSING_VALUE:
+            out.append(f.name)
+    return out
+
+
+def unfilled_fields(entry: Entry) -> list[str]:
+    """Required fields the kit cannot fill in: the entry then needs a user's configuration."""
+    provider = CONFIG_PROVIDERS.get((entry.family, entry.name))
+    if provider is not None and provider[0]():
+        return []
+    return required_fields(entry)
+
+
+@functools.lru_cache(maxsize=None)
+def _provided(family: str, name: str, provider: str) -> tuple[tuple[str, Any], ...]:
+    provider = CONFIG_PROVIDERS.get((family, name))
+    return tuple(provider[1]().items()) if provider and provider[0]() else ()
+
+
+def config_for(entry: Entry, **overrides: Any) -> Any:
+    """The entry's schema instance: defaults, kit-provided required values, then ``overrides``."""
+    values = dict(_provided(entry.family, entry.name, entry.provider)) if required_fields(entry) else {}
+    return component_config(entry, {**values, **overrides})
+
+
+def build(entry: Entry, *args: Any, **overrides: Any) -> Any:
+    """``impl(config, *args)`` as :func:`plugformer.build.build` does it, from the schema defaults."""
+    return entry.load()(config_for(entry, **overrides), *args)
+
+
+def tiny_dims(**changes: Any) -> Any:
+    """The kit's model sizes: 4 heads of 8 channels, so tests take milliseconds on a CPU."""
+    from plugformer.interfaces import ModelDims
+
+    dims = ModelDims(vocab_size=64, d_model=32, n_heads=4, n_kv_heads=4, max_seq_len=64)
+    return dataclasses.replace(dims, **changes)
+
+
+def devices(entry: Entry) -> list[str]:
+    """The declared devices present here (``cpu``; ``cuda`` too when a GPU is visible); skip if none."""
+    import torch
+
+    declared = list(entry.capabilities.get("devices", ["cpu"]))
+    usable = [d for d in ("cpu", "cuda") if d in declared and (d == "cpu" or torch.cuda.is_available())]
+    if not usable:
+        pytest.skip(f"{entry.family} '{entry.name}' runs on {', '.join(declared) or 'no device'}; "
+                    "none of them is present here")
+    return usable
+
+
+def dtypes(entry: Entry) -> list[Any]:
+    """The floating dtypes an entry declares (``float32`` when it declares none)."""
+    import torch
+
+    names = list(entry.capabilities.get("dtypes", ["float32"]))
+    found = []
+    for name in names:
+        dtype = getattr(torch, str(name), None)
+        assert isinstance(dtype, torch.dtype) and dtype.is_floating_point, \
+            f"{entry.family} '{entry.name}' declares dtype {name!r}, which is not a torch floating dtype"
+        found.append(dtype)
+    return found
+
+
+def randn(*shape: int, seed: int = 0, device: str = "cpu", dtype: Any = None) -> Any:
+    """Reproducible standard-normal values (drawn on the CPU, then moved), so devices see the same data."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g).to(device=device, dtype=dtype or torch.float32)
+
+
+def label(entry: Entry, **context: Any) -> str:
+    """``attention 'sdpa' (device=cpu, dtype=float32)``: the start of every failure message."""
+    where = ", ".join(f"{k}={str(v).replace('torch.', '')}" for k, v in context.items())
+    return f"{entry.family} '{entry.name}' from {entry.provided_by or entry.plugin}" + (f" ({where})" if where else "")

@@ -1,0 +1,68 @@
+"""Objective contract: ``Cls(config, tokenizer)`` turns a (B, seq_len + 1) int64 batch into a scalar,
+finite, differentiable loss with detached metrics; its ``causal`` flag matches its declaration; and a
+few optimizer steps on one batch lower the loss. Runs on a kit-local tiny model and tokenizer (with
+``<pad>``, ``<mask>`` and ``<eos>`` ids, so masked-LM objectives work too)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from plugformer.interfaces import Objective, ObjectiveOutput
+from plugformer.registry import Entry
+from plugformer.testing.construct import build, devices, label
+from plugformer.testing.toy import ToyTokenizer, language_model, token_batch
+
+contract = pytest.mark.plugformer_contract
+
+
+def objective(entry: Entry) -> Objective:
+    return build(entry, ToyTokenizer(None))
+
+
+@contract("objective")
+def test_causal_flag_matches_the_declaration(entry: Entry) -> None:
+    causal = objective(entry).causal
+    assert isinstance(causal, bool), f"{label(entry)}: causal is {causal!r}, not a bool"
+    if "causal" in entry.capabilities:
+        assert causal == entry.capabilities["causal"], \
+            f"{label(entry)}: declares causal={entry.capabilities['causal']} but its class says {causal}"
+
+
+@contract("objective")
+def test_loss_is_a_finite_differentiable_scalar(entry: Entry) -> None:
+    for device in devices(entry):
+        obj = objective(entry)
+        model = language_model(ToyTokenizer(None).vocab_size, obj.causal, device=device)
+        torch.manual_seed(0)
+        out = obj(model, token_batch(28, device))
+        what = label(entry, device=device)
+        assert isinstance(out, ObjectiveOutput), f"{what}: returns {type(out).__name__}, not ObjectiveOutput"
+        assert out.loss.ndim == 0 and out.loss.is_floating_point(), f"{what}: loss {tuple(out.loss.shape)}"
+        assert torch.isfinite(out.loss), f"{what}: loss is {float(out.loss.detach())}"
+        out.loss.backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()), \
+            f"{what}: the loss does not reach the model's parameters"
+        for key, value in out.metrics.items():
+            assert isinstance(value, torch.Tensor) and not value.requires_grad, \
+                f"{what}: metric {key!r} must be a detached tensor"
+
+
+@contract("objective")
+def test_a_few_steps_lower_the_loss(entry: Entry) -> None:
+    for device in devices(entry):
+        obj = objective(entry)
+        model = language_model(ToyTokenizer(None).vocab_size, obj.causal, device=device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        batch, losses = token_batch(28, device), []
+        for step in range(25):
+            torch.manual_seed(step)  # objectives that sample (masking) draw the same way in both runs
+            loss = obj(model, batch).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        torch.manual_seed(0)
+        start = float(obj(language_model(31, obj.causal, device=device), batch).loss.detach())
+        torch.manual_seed(0)
+        end = float(obj(model, batch).loss.detach())
+        assert end < 0.8 * start, f"{label(entry, device=device)}: loss {start:.3f} → {end:.3f} after 25 steps"

@@ -1,0 +1,127 @@
+"""The conformance kit (``pytest --plugformer-conformance``): every built-in passes it, a broken
+third-party component fails it by name, the selection options restrict it, and without the flag the
+pytest plugin does nothing (and imports no torch)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from plugformer.plugins import ENV_ALLOW, ENV_BLOCK, ENV_DISABLE_AUTOLOAD, ENV_STRICT
+
+BUILTIN_FAMILIES = ("attention", "position", "tokenizer", "norm", "mlp", "optimizer", "scheduler", "objective",
+                    "data")
+
+
+def run_pytest(cwd: Path, *args: str, site: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m pytest ARGS`` in ``cwd`` (no ini file there), plugin switches cleared."""
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_ALLOW, ENV_BLOCK, ENV_DISABLE_AUTOLOAD, ENV_STRICT)}
+    if site is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def outcomes(junit: Path) -> dict[str, Counter[str]]:
+    """family → Counter of outcomes (passed/failed/skipped) from a JUnit XML report."""
+    found: dict[str, Counter[str]] = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        name = case.get("name", "")
+        if "[" not in name:
+            continue
+        family = name.split("[", 1)[1].split(":", 1)[0]
+        kind = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
+        found.setdefault(family, Counter())[kind] += 1
+    return found
+
+
+@pytest.mark.slow
+def test_every_builtin_passes_the_kit(tmp_path: Path) -> None:
+    junit = tmp_path / "kit.xml"
+    proc = run_pytest(tmp_path, "--plugformer-conformance", "--plugformer-provider=plugformer",
+                      "--import-mode=importlib", "-q", f"--junitxml={junit}")
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    counts = outcomes(junit)
+    for family in BUILTIN_FAMILIES:
+        assert counts.get(family, Counter())["passed"] > 0, f"no passing {family} contract test: {counts}"
+    assert not any(c["failure"] or c["error"] for c in counts.values())
+
+
+@pytest.fixture
+def leaky_site(tmp_path: Path) -> Path:
+    """An installed-looking distribution ``leaky-attention`` whose backend ignores causal masking."""
+    site = tmp_path / "site"
+    (site / "leaky_attention").mkdir(parents=True)
+    (site / "leaky_attention" / "__init__.py").write_text(textwrap.dedent('''
+        from plugformer import hookimpl
+
+        @hookimpl
+        def plugformer_register(registries):
+            registries.attention.register(
+                "leaky", "leaky_attention.attn:Leaky", description="forgets the causal mask",
+                capabilities={"causal": True, "bidirectional": True, "kv_cache": True})
+    '''))
+    (site / "leaky_attention" / "attn.py").write_text(textwrap.dedent('''
+        import torch.nn.functional as F
+        from plugformer.interfaces import Attention
+
+        class Leaky(Attention):
+            def forward(self, q, k, v, *, causal, attn_bias=None, q_offset=0):
+                groups = q.shape[1] // k.shape[1]
+                k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+                return F.scaled_dot_product_attention(q, k, v)  # every query sees every key
+    '''))
+    info = site / "leaky_attention-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: leaky-attention\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[plugformer]\nleaky = leaky_attention\n")
+    return site
+
+
+@pytest.mark.slow
+def test_a_broken_third_party_backend_fails_by_name(leaky_site: Path, tmp_path: Path) -> None:
+    """Its own test suite runs alongside the kit (paths given), restricted to its distribution."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "test_own.py").write_text("def test_own_suite_still_runs():\n    pass\n")
+    junit = tmp_path / "leaky.xml"
+    proc = run_pytest(project, "--plugformer-conformance", "--plugformer-provider=leaky_attention", ".",
+                      "-q", "-rf", f"--junitxml={junit}", site=leaky_site)
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-2000:]
+    failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
+    assert any("test_causal_matches_reference[attention:leaky]" in line for line in failed), proc.stdout[-4000:]
+    assert any("test_kv_cache_decoding_matches_full_recomputation[attention:leaky]" in line for line in failed)
+    assert not any("bidirectional" in line for line in failed), failed  # the claim it does honour passes
+    assert "attention 'leaky' from leaky-attention 0.1" in proc.stdout
+    counts = outcomes(junit)
+    assert set(counts) == {"attention"}, counts  # only its provider's components
+    assert "test_own_suite_still_runs" in junit.read_text()
+
+
+def test_only_restricts_the_implementations(tmp_path: Path) -> None:
+    proc = run_pytest(tmp_path, "--plugformer-conformance", "--plugformer-family=attention",
+                      "--plugformer-only=sdpa", "--collect-only", "-q")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    ids = [line for line in proc.stdout.splitlines() if "::" in line]
+    assert ids and all("[attention:sdpa" in line for line in ids), ids
+
+
+def test_unknown_names_are_usage_errors(tmp_path: Path) -> None:
+    proc = run_pytest(tmp_path, "--plugformer-conformance", "--plugformer-only=sdpx", "--collect-only")
+    assert proc.returncode == 4 and "sdpx" in proc.stderr, proc.stderr
+    proc = run_pytest(tmp_path, "--plugformer-conformance", "--plugformer-family=attentoin", "--collect-only")
+    assert proc.returncode == 4 and "attentoin" in proc.stderr, proc.stderr
+
+
+def test_the_plugin_is_inert_without_the_flag(tmp_path: Path) -> None:
+    probe = ("import sys, plugformer.testing.pytest_plugin; "
+             "assert 'torch' not in sys.modules, 'importing the pytest plugin imports torch'")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).returncode == 0
+    proc = run_pytest(tmp_path, "--collect-only", "-q")
+    assert proc.returncode == 5 and "no tests" in proc.stdout, proc.stdout  # 5: nothing collected
