@@ -17,6 +17,10 @@ key                       families    meaning
 ``gqa``                   attention   accepts fewer kv heads than query heads
 ``sliding_window``        attention   has a ``window`` schema field (see ``Attention``)
 ``needs_attention``       any         attention capabilities it requires, e.g. ``["attention_bias"]``
+``injects``               position    where it acts: ``embed``, ``rotate``, ``attention_bias``
+``parameters``            position    True when it has trainable parameters
+``extrapolates``          position    works beyond ``max_seq_len``
+``relative``              position    q·k scores / bias depend only on the distance m - n
 ``causal`` (objective)    objective   True: decoder (causal attention); False: encoder
 ``lossless``              tokenizer   decode(encode(text)) == text for any UTF-8 text
 ``tensor_parallel``       layers      how it shards under tensor parallelism

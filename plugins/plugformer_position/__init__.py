@@ -26,13 +26,13 @@ def plugformer_register(registries):
         schema="plugformer_position.schemas:RopeConfig",
         description="rotary position embedding on q and k, rotate-half convention; partial, linear/ntk scaling",
         capabilities={"devices": ["cpu", "cuda"], "injects": ["rotate"], "extrapolates": True,
-                      "parameters": False})
+                      "parameters": False, "relative": True})
     registries.position.register(
         "alibi", "plugformer_position.alibi:AlibiPosition",
         schema="plugformer_position.schemas:AlibiConfig",
         description="per-head linear distance penalty on the attention scores (ALiBi, BLOOM, MPT)",
         capabilities={"devices": ["cpu", "cuda"], "injects": ["attention_bias"], "extrapolates": True,
-                      "parameters": False, "needs_attention": ["attention_bias"]})
+                      "parameters": False, "relative": True, "needs_attention": ["attention_bias"]})
     registries.position.register(
         "none", "plugformer_position.none:NoPosition",
         description="no positional encoding (NoPE): causal masking alone carries order",

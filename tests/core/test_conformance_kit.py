@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from plugformer.plugins import ENV_ALLOW, ENV_BLOCK, ENV_DISABLE_AUTOLOAD, ENV_STRICT
 
 BUILTIN_FAMILIES = ("attention", "position", "tokenizer", "norm", "mlp", "optimizer", "scheduler", "objective",
@@ -25,7 +24,7 @@ def run_pytest(cwd: Path, *args: str, site: Path | None = None) -> subprocess.Co
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          check=False, capture_output=True, text=True, timeout=600)
 
 
 def outcomes(junit: Path) -> dict[str, Counter[str]]:
@@ -122,6 +121,6 @@ def test_unknown_names_are_usage_errors(tmp_path: Path) -> None:
 def test_the_plugin_is_inert_without_the_flag(tmp_path: Path) -> None:
     probe = ("import sys, plugformer.testing.pytest_plugin; "
              "assert 'torch' not in sys.modules, 'importing the pytest plugin imports torch'")
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).returncode == 0
+    assert subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True).returncode == 0
     proc = run_pytest(tmp_path, "--collect-only", "-q")
     assert proc.returncode == 5 and "no tests" in proc.stdout, proc.stdout  # 5: nothing collected

@@ -77,7 +77,7 @@ def unfilled_fields(entry: Entry) -> list[str]:
     return required_fields(entry)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _provided(family: str, name: str, provider: str) -> tuple[tuple[str, Any], ...]:
     provider = CONFIG_PROVIDERS.get((family, name))
     return tuple(provider[1]().items()) if provider and provider[0]() else ()

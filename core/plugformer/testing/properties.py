@@ -15,13 +15,13 @@ import torch
 from plugformer.interfaces import Positions
 from plugformer.registry import Entry
 from plugformer.testing.construct import build, config_for, devices, label, randn, tiny_dims
+from plugformer.testing.reference import assert_close
 
 Property = Callable[[Entry], None]
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, what: str, atol: float = 1e-5) -> None:
-    torch.testing.assert_close(actual.float().cpu(), expected.float().cpu(), atol=atol, rtol=1e-4,
-                               msg=lambda m: f"{what}: {m}")
+    assert_close(actual, expected, what, atol=atol, rtol=1e-4)
 
 
 def _scores(pe: torch.nn.Module, start: int, length: int, device: str) -> torch.Tensor:

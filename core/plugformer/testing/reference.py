@@ -52,9 +52,11 @@ def as_reference(fn: Callable[..., Tensor], window: int | None) -> Callable[...,
     return lambda q, k, v, **kw: fn(q, k, v, window=window, **kw)
 
 
-def assert_close(actual: Tensor, expected: Tensor, what: str, dtype: torch.dtype | None = None) -> None:
+def assert_close(actual: Tensor, expected: Tensor, what: str, dtype: torch.dtype | None = None, *,
+                 atol: float | None = None, rtol: float | None = None) -> None:
     """Compare in float32 with the tolerance of ``dtype`` (default: ``actual``'s), naming the case."""
-    atol, rtol = TOLERANCES.get(dtype or actual.dtype, TOLERANCES[torch.float32])
+    default_atol, default_rtol = TOLERANCES.get(dtype or actual.dtype, TOLERANCES[torch.float32])
+    atol, rtol = default_atol if atol is None else atol, default_rtol if rtol is None else rtol
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
     torch.testing.assert_close(actual.float().cpu(), expected.float().cpu(), atol=atol, rtol=rtol,
                                msg=lambda m: f"{what}: {m}")

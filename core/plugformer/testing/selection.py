@@ -107,7 +107,7 @@ def skip_reason(entry: Entry, configured: bool, available: bool = True) -> str |
 
         try:
             missing = unfilled_fields(entry)
-        except Exception:  # a broken schema fails loudly in the schema contract instead
+        except Exception:  # noqa: BLE001 - a broken schema fails loudly in the schema contract instead
             return None
         if missing:
             return f"{entry.family} '{entry.name}' needs configuration: {', '.join(missing)}"

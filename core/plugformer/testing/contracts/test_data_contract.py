@@ -33,7 +33,8 @@ def test_each_split_yields_text(entry: Entry) -> None:
 def test_order_and_fingerprint_are_deterministic(entry: Entry) -> None:
     first, second = build(entry), build(entry)
     for split in SPLITS:
-        assert head(first, split) == head(second, split), f"{label(entry, split=split)}: order differs between instances"
+        assert head(first, split) == head(second, split), \
+            f"{label(entry, split=split)}: order differs between instances"
     fp = first.fingerprint()
     assert isinstance(fp, str) and 0 < len(fp) <= 128, f"{label(entry)}: fingerprint {fp!r} (want a short string)"
     assert second.fingerprint() == fp, f"{label(entry)}: fingerprint differs between identical instances"

@@ -9,6 +9,7 @@ import torch
 
 from plugformer.registry import Entry
 from plugformer.testing.construct import build, devices, label, randn, tiny_dims
+from plugformer.testing.reference import assert_close
 
 contract = pytest.mark.plugformer_contract
 
@@ -35,8 +36,7 @@ def test_shape_and_dtype(entry: Entry) -> None:
         assert low.dtype == torch.bfloat16, f"{what}: a bfloat16 module gives {low.dtype}"
         expected = module.float()(x).detach()
         scale = float(expected.abs().max()) + 1.0
-        torch.testing.assert_close(low.float(), expected, atol=5e-2 * scale, rtol=5e-2,
-                                   msg=lambda m: f"{what}: far from float32: {m}")
+        assert_close(low, expected, f"{what}: far from float32", atol=5e-2 * scale, rtol=5e-2)
 
 
 @contract("norm", "mlp")
@@ -50,7 +50,7 @@ def test_position_wise(entry: Entry) -> None:
         a, b = module(x), module(changed)
         what = label(entry, device=device)
         others = [0, 1, 2, 4, 5]
-        torch.testing.assert_close(b[:, others], a[:, others], msg=lambda m: f"{what}: mixes positions: {m}")
+        assert_close(b[:, others], a[:, others], f"{what}: mixes positions")
         assert not torch.allclose(a[:, 3], b[:, 3]), f"{what}: output ignores its input"
 
 
@@ -80,7 +80,7 @@ def test_mlp_dropout_only_while_training(entry: Entry) -> None:
     module = layer(entry, dropout=0.5)
     x = randn(2, 5, 32, seed=46)
     what = label(entry, dropout=0.5)
-    torch.testing.assert_close(module(x), module(x), msg=lambda m: f"{what}: eval mode is not deterministic: {m}")
+    assert_close(module(x), module(x), f"{what}: eval mode is not deterministic", atol=0, rtol=0)
     evaluated = module(x)
     torch.manual_seed(0)
     assert not torch.allclose(module.train()(x), evaluated), f"{what}: training mode ignores dims.dropout"

@@ -13,6 +13,7 @@ import torch
 from plugformer.interfaces import Positions
 from plugformer.registry import Entry
 from plugformer.testing.construct import build, devices, label, randn, tiny_dims
+from plugformer.testing.reference import assert_close
 
 contract = pytest.mark.plugformer_contract
 B, T = 2, 12
@@ -72,16 +73,14 @@ def test_decoding_offsets_match_the_full_pass(entry: Entry) -> None:
         for start in (5, T - 1):
             part = Positions(start, T - start, device)
             what = label(entry, device=device, positions=f"{start}..{T - 1}")
-            torch.testing.assert_close(pe.embed(x[:, start:], part), full_x[:, start:],
-                                       msg=lambda m: f"{what}: embed differs from the full pass: {m}")
+            assert_close(pe.embed(x[:, start:], part), full_x[:, start:], f"{what}: embed differs from the full pass")
             rq, rk = pe.rotate(q[:, :, start:], k[:, :, start:], part)
-            torch.testing.assert_close(rq, full_q[:, :, start:], msg=lambda m: f"{what}: rotated q: {m}")
-            torch.testing.assert_close(rk, full_k[:, :, start:], msg=lambda m: f"{what}: rotated k: {m}")
+            assert_close(rq, full_q[:, :, start:], f"{what}: rotated q differs from the full pass")
+            assert_close(rk, full_k[:, :, start:], f"{what}: rotated k differs from the full pass")
             bias = full_bias(pe.attention_bias(part, everything), T - start, T)
             assert (bias is None) == (all_bias is None), f"{what}: attention_bias is None for only one pass"
             if bias is not None:
-                torch.testing.assert_close(bias, all_bias[:, :, start:],
-                                           msg=lambda m: f"{what}: attention_bias rows: {m}")
+                assert_close(bias, all_bias[:, :, start:], f"{what}: attention_bias rows differ from the full pass")
 
 
 @contract("position", needs=("extrapolates",))
@@ -98,12 +97,12 @@ def test_extrapolates_beyond_max_seq_len(entry: Entry) -> None:
             full_x, (full_q, full_k) = pe.embed(x, everything), pe.rotate(q, k, everything)
             part_x, (part_q, part_k) = pe.embed(x[:, -8:], tail), pe.rotate(q[:, :, -8:], k[:, :, -8:], tail)
             bias = pe.attention_bias(tail, everything)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any error breaks the declared claim
             pytest.fail(f"{what}: declares extrapolates but fails: {type(exc).__name__}: {exc}")
         for got, want, name in ((part_x, full_x[:, -8:], "embed"), (part_q, full_q[:, :, -8:], "rotated q"),
                                 (part_k, full_k[:, :, -8:], "rotated k")):
             assert torch.isfinite(got).all(), f"{what}: non-finite {name}"
-            torch.testing.assert_close(got, want, msg=lambda m: f"{what}: {name}: {m}")
+            assert_close(got, want, f"{what}: {name} differs from the full pass")
         assert bias is None or not torch.isnan(bias).any(), f"{what}: attention_bias has NaN"
 
 
@@ -128,8 +127,9 @@ def test_injection_points_match_the_declaration(entry: Entry) -> None:
 @contract("position", declares=("parameters",))
 def test_parameters_match_the_declaration(entry: Entry) -> None:
     has = any(p.requires_grad for p in encoding(entry, "cpu").parameters())
-    assert has == bool(entry.capabilities["parameters"]), \
-        f"{label(entry)}: declares parameters={entry.capabilities['parameters']} but has{'' if has else ' no'} trainable ones"
+    claim = entry.capabilities["parameters"]
+    assert has == bool(claim), \
+        f"{label(entry)}: declares parameters={claim} but has{'' if has else ' no'} trainable ones"
 
 
 @contract("position")
