@@ -5,8 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plugformer.interfaces import ModelDims
-from plugformer_layers.schemas import (GeluMLPConfig, LayerNormConfig, ReluMLPConfig, RMSNormConfig,
-                                       SwiGLUConfig)
+from plugformer_layers.schemas import GeluMLPConfig, LayerNormConfig, ReluMLPConfig, RMSNormConfig, SwiGLUConfig
 
 
 class LayerNorm(nn.LayerNorm):

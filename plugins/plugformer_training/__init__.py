@@ -12,6 +12,10 @@ def _objectives(registries) -> None:
         "clm", "plugformer_training.objectives:CausalLM", schema="plugformer_training.schemas:CLMConfig",
         description="causal language modelling: predict token t+1 from tokens ≤ t",
         capabilities={**_ANY_DEVICE, "causal": True})
+    registries.objective.register(
+        "mlm", "plugformer_training.mlm:MaskedLM", schema="plugformer_training.schemas:MLMConfig",
+        description="masked language modelling (BERT 80/10/10); bidirectional attention; logs masked_accuracy",
+        capabilities={**_ANY_DEVICE, "causal": False})
 
 
 def _optimizers(registries) -> None:

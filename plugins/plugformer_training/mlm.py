@@ -1,22 +1,13 @@
 """Masked language modelling (BERT): predict randomly masked tokens from both sides."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plugformer import ConfigError
 from plugformer.interfaces import Objective, ObjectiveOutput
-
-
-@dataclass
-class MLMConfig:
-    mask_fraction: float = 0.15  # share of positions selected for prediction
-    replace_mask: float = 0.8  # of the selected: replaced by <mask> ...
-    replace_random: float = 0.1  # ... by a random token (the rest stay unchanged)
-    eval_seed: int = 1234  # fixed masks for evaluation, so validation numbers are comparable
+from plugformer_training.schemas import MLMConfig
 
 
 class MaskedLM(Objective):

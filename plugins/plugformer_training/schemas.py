@@ -90,3 +90,11 @@ class WSDConfig:
 @dataclass
 class ConstantConfig:
     warmup_steps: int = 0
+
+
+@dataclass
+class MLMConfig:
+    mask_fraction: float = 0.15  # share of positions selected for prediction
+    replace_mask: float = 0.8  # of the selected: replaced by <mask> ...
+    replace_random: float = 0.1  # ... by a random token (the rest stay unchanged)
+    eval_seed: int = 1234  # fixed masks for evaluation, so validation numbers are comparable

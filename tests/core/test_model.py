@@ -117,3 +117,28 @@ def test_transforms_run_in_stage_order_whatever_order_given():
     out = apply_transforms(base, given)
     assert applied == ["lora", "lora-2", "int8", "tp", "compile", "ddp"]
     assert isinstance(out, nn.Sequential) and out[0] is base
+
+
+@pytest.mark.parametrize("attention", ["naive", "sdpa"])
+def test_padded_keys_are_invisible_to_real_tokens_in_a_bidirectional_model(builtin_host, tiny_config, attention):
+    cfg = tiny_config("objective=mlm", "tokenizer=byte", f"attention={attention}")
+    torch.manual_seed(0)
+    model = build_model(cfg, builtin_host.registries, vocab_size=VOCAB).eval()
+    assert not model.dims.causal
+    short, long = tokens(1, 7, seed=1), tokens(1, 12, seed=2)
+    batch = torch.cat([torch.cat([short, torch.zeros(1, 5, dtype=torch.long)], dim=1), long])
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[0, 7:] = False  # right padding
+    padded = model(batch, padding_mask=mask)
+    assert torch.allclose(padded[0, :7], model(short)[0], atol=1e-5)
+    assert torch.allclose(padded[1], model(long)[0], atol=1e-5)
+
+
+def test_a_layer_pattern_alternates_implementations_and_options(builtin_host, tiny_config):
+    cfg = tiny_config("model.n_layers=3", "model.layer_pattern=[{attention:{name:naive}},{}]",
+                      "model.layer_overrides={-1:{mlp:{hidden_mult:2.0}}}")
+    model = build_model(cfg, builtin_host.registries, vocab_size=VOCAB)
+    assert [type(b.attn.backend).__name__ for b in model.blocks] == ["NaiveAttention", "SdpaAttention",
+                                                                      "NaiveAttention"]
+    widths = [b.mlp.proj_in.out_features for b in model.blocks]
+    assert widths[-1] == widths[0] // 2

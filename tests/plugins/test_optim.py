@@ -1,6 +1,7 @@
 """Tests for the built-in optimizers (with ``no_decay`` grouping) and LR schedulers of plugformer_training."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import subprocess
@@ -173,7 +174,7 @@ def test_linear_curve():
     curve = lrs(schedulers.linear, LinearConfig(warmup_steps=10, min_lr_ratio=0.2))
     assert curve[55] == pytest.approx(0.6)
     assert curve[100] == pytest.approx(0.2)
-    assert all(a >= b for a, b in zip(curve[10:], curve[11:]))
+    assert all(a >= b for a, b in itertools.pairwise(curve[10:]))
 
 
 def test_constant_curve():
