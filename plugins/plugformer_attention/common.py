@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from plugformer_attention.schemas import check_window
+
 
 def kv_groups(q: Tensor, k: Tensor) -> int:
     """How many query heads share one kv head (1 for plain multi-head attention)."""
@@ -16,19 +18,6 @@ def kv_groups(q: Tensor, k: Tensor) -> int:
 def repeat_kv(x: Tensor, groups: int) -> Tensor:
     """(B, Hkv, T, D) → (B, Hkv·groups, T, D) so query head ``h`` reads kv head ``h // groups``."""
     return x if groups == 1 else x.repeat_interleave(groups, dim=1)
-
-
-def check_window(window: int | None) -> int | None:
-    """The validated ``window`` option: None (global attention) or a whole number of keys >= 1.
-
-    Checked when a backend is built, so a bad value fails before training with the option named.
-    """
-    if window is None:
-        return None
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"attention.window must be an integer >= 1 (the number of keys a query sees, "
-                         f"itself included) or null for global attention, got {window!r}")
-    return window
 
 
 def window_of(config: object) -> int | None:

@@ -8,6 +8,26 @@ from enum import Enum
 from typing import Optional
 
 
+def check_window(window: int | None) -> int | None:
+    """The validated ``window`` option: None (global attention) or a whole number of keys >= 1.
+
+    Checked when the schema is built (``plugformer validate`` and the start of every command).
+    """
+    if window is None:
+        return None
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"attention.window must be an integer >= 1 (the number of keys a query sees, "
+                         f"itself included) or null for global attention, got {window!r}")
+    return window
+
+
+class _Windowed:
+    """Validates ``window`` as soon as the config exists."""
+
+    def __post_init__(self) -> None:
+        check_window(self.window)
+
+
 class AttentionFallback(str, Enum):
     """What the ``xformers`` backend may run instead when xformers cannot run here."""
 
@@ -15,21 +35,21 @@ class AttentionFallback(str, Enum):
 
 
 @dataclass
-class NaiveAttentionConfig:
+class NaiveAttentionConfig(_Windowed):
     """The reference backend always computes scores and softmax in float32; only the window is set."""
 
     window: Optional[int] = None  # sliding-window size in keys (itself included); None = global
 
 
 @dataclass
-class SdpaAttentionConfig:
+class SdpaAttentionConfig(_Windowed):
     """PyTorch picks the fused kernel itself; a window is passed to it as an explicit mask."""
 
     window: Optional[int] = None  # sliding-window size in keys (itself included); None = global
 
 
 @dataclass
-class XformersAttentionConfig:
+class XformersAttentionConfig(_Windowed):
     """xformers' memory-efficient kernels; ``fallback: sdpa`` runs torch SDPA where xformers cannot."""
 
     window: Optional[int] = None  # sliding-window size in keys (itself included); None = global

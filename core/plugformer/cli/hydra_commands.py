@@ -43,8 +43,9 @@ def split_args(args: list[str]) -> tuple[list[str], bool, bool]:
         if a in ("-m", "--multirun"):
             multirun = True
         elif a.startswith("-"):
+            # informational flags, and user config dirs the pre-check cannot see: Hydra handles those
             informational |= a in ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c",
-                                   "--shell-completion", "-sc")
+                                   "--shell-completion", "-sc", "--config-dir", "-cd", "--config-path", "-cp")
             skip = a in _HYDRA_FLAGS_WITH_VALUE and a not in ("--info", "-i")
         else:
             overrides.append(a)

@@ -2,6 +2,8 @@
 the device fit. Every problem found is reported at once, on one line."""
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import DictConfig, ListConfig
 
 from plugformer.build import component_config
@@ -17,13 +19,7 @@ def validate_train(cfg: DictConfig, registries: Registries) -> dict[str, Entry]:
     entries: dict[str, Entry] = {}
     for family in COMPONENT_GROUPS:
         try:
-            entry = registries[family].get(cfg[family].name)
-            component_config(entry, cfg[family])
-            ok, reason = entry.availability()
-            fallback = cfg[family].get("fallback")
-            if not ok and fallback:  # the implementation steps aside for the one the user named
-                entry = registries[family].get(getattr(fallback, "value", fallback))
-                ok, reason = entry.availability()
+            entry, ok, reason = effective_entry(registries, family, cfg[family])
             entries[family] = entry
             if not ok:
                 problems.append(f"{family} '{entry.name}' is unavailable here: {reason}")
@@ -44,6 +40,19 @@ def validate_train(cfg: DictConfig, registries: Registries) -> dict[str, Entry]:
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
     return entries
+
+
+def effective_entry(registries: Registries, family: str, node: Any) -> tuple[Entry, bool, str]:
+    """(entry that will run, available?, why not) for a node whose schema binds. A node with a
+    ``fallback`` option names the implementation that steps in when its own cannot run here."""
+    entry = registries[family].get(node.get("name"))
+    component_config(entry, node)
+    ok, reason = entry.availability()
+    fallback = node.get("fallback")
+    if not ok and fallback:
+        entry = registries[family].get(getattr(fallback, "value", fallback))
+        ok, reason = entry.availability()
+    return entry, ok, reason
 
 
 def _check_model(cfg: DictConfig) -> list[str]:
@@ -95,13 +104,16 @@ def _check_layers(cfg: DictConfig, registries: Registries, problems: list[str]) 
                 found.setdefault(f"'{family}' cannot vary per layer (choose from: {', '.join(LAYER_FAMILIES)})",
                                  []).append(layer)
         for family in LAYER_FAMILIES:
-            node = layer_node(cfg, family, layer)
-            entry = registries[family].get(node.get("name"))
             try:
-                component_config(entry, node)
+                entry, ok, reason = effective_entry(registries, family, layer_node(cfg, family, layer))
+            except UnknownComponentError:
+                raise
             except PlugformerError as exc:
                 found.setdefault(str(exc), []).append(layer)
-            if family == "attention":
+                continue
+            if not ok:
+                found.setdefault(f"{family} '{entry.name}' is unavailable here: {reason}", []).append(layer)
+            if family == "attention" and all(entry is not e for e in attention):
                 attention.append(entry)
     problems += [f"layer{'s' if len(ls) > 1 else ''} {', '.join(map(str, ls))}: {msg}" for msg, ls in found.items()]
     return attention
@@ -111,7 +123,8 @@ def _check_capabilities(entries: dict[str, Entry], device: str, registries: Regi
                         layer_attention: list[Entry] = ()) -> list[str]:
     """Refuse combinations the components declare they cannot run, naming both sides and what works."""
     problems = []
-    for family, entry in [*entries.items(), *(("attention", e) for e in layer_attention)]:
+    extra = [("attention", e) for e in layer_attention if e is not entries.get("attention")]
+    for family, entry in [*entries.items(), *extra]:
         devices = entry.capabilities.get("devices")
         if devices is not None and device not in devices:
             works = [e.name for e in registries[family] if device in e.capabilities.get("devices", [device])]
