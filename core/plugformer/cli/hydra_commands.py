@@ -130,19 +130,28 @@ def compose_checked(config_name: str, overrides: list[str], host: PluginHost) ->
 
 
 def run_hydra(command: str, args: list[str], task: Callable[[Any, PluginHost], Any],
-              extra: list[str] = [], check: Callable[[Any, PluginHost], Any] | None = None) -> int:
-    """Compose (and ``check``) every combination, then hand over to ``hydra.main`` with ``task`` as the job."""
+              extra: list[str] = [], check: Callable[[Any, PluginHost], Any] | None = None,
+              handoff: Callable[[list[str], list[Any], bool], int | None] | None = None) -> int:
+    """Compose (and ``check``) every combination, then hand over to ``hydra.main`` with ``task`` as the job.
+    ``handoff(args, composed configs, multirun)`` may run the command some other way (the launcher) and
+    return its exit status instead."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     host = prepare()
     overrides, multirun, informational = split_args(args)
+    composed = []
     if not informational:
         for combo in _combinations(overrides, multirun):
             cfg = compose_checked(command, combo, host)
             if check is not None:
                 check(cfg, host)
+            composed.append(cfg)
+    if handoff is not None and composed:
+        status = handoff(args, composed, multirun)
+        if status is not None:
+            return status
     failures: list[str] = []
     error: list[PlugformerError] = []
 
@@ -176,27 +185,49 @@ def run_hydra(command: str, args: list[str], task: Callable[[Any, PluginHost], A
 
 # -- the commands ---------------------------------------------------------------------------------
 def _check_train(cfg: Any, host: PluginHost) -> None:
+    from plugformer.cli.launcher import nproc_problem
     from plugformer.config.validate import validate_train
+    from plugformer.errors import ConfigError
 
-    validate_train(cfg, host.registries)
+    entries = validate_train(cfg, host.registries)
+    problems = [nproc_problem(cfg, entries["parallel"], host.registries)]
+    if cfg.get("compile", False):
+        from plugformer.interfaces.parallel import resolve_device
+        from plugformer.model.transforms import compile_problem
+
+        problems.append(compile_problem(cfg.compile_backend, resolve_device(cfg.device).split(":")[0]))
+    problems = [p for p in problems if p]
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))
 
 
 def _train_job(cfg: Any, host: PluginHost) -> Any:
     from hydra.core.hydra_config import HydraConfig
 
+    from plugformer.cli.launcher import under_torchrun
     from plugformer.training import run_training
 
+    if cfg.launcher.nproc > 1 and not under_torchrun():  # the CLI's pre-check was skipped (--config-dir ...)
+        raise PlugformerError(f"launcher.nproc={cfg.launcher.nproc} could not be launched here: the launcher does "
+                              "not see configs from --config-dir/--config-path yet; set launcher.nproc on the "
+                              "command line, or start the ranks with torchrun --standalone --nproc_per_node=N")
     return run_training(cfg, HydraConfig.get().runtime.output_dir, host)
 
 
 def train(args: list[str]) -> int:
+    from plugformer.cli.launcher import maybe_launch
+
+    local_rank = [a for a in args if a.split("=")[0] in ("--local_rank", "--local-rank")]
+    if local_rank:
+        raise PlugformerError(f"plugformer takes no {local_rank[0].split('=')[0]}: each rank reads LOCAL_RANK from "
+                              "the environment (use torchrun, or launcher.nproc=N, not torch.distributed.launch)")
     extra = []
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun: only rank 0 writes Hydra's files and log
         extra = ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and \
             not any(a.startswith("hydra.run.dir=") for a in args) and "-m" not in args:
         raise PlugformerError("under torchrun pass hydra.run.dir=DIR so that all ranks share one run directory")
-    return run_hydra("train", args, _train_job, extra, check=_check_train)
+    return run_hydra("train", args, _train_job, extra, check=_check_train, handoff=maybe_launch)
 
 
 def _check_generate(cfg: Any, host: PluginHost) -> None:

@@ -56,6 +56,16 @@ class TrainerConfig:
     save_every: int = 100  # 0: save only at the end
     keep_last: int = 2
     callbacks: list[str] = field(default_factory=lambda: ["progress", "metrics"])
+    # recompute each transformer block's activations in backward (less memory, ~1/3 more compute)
+    activation_checkpointing: bool = False
+
+
+@dataclass
+class LauncherConfig:
+    """``launcher.nproc=N``: the CLI starts N ranks on this machine itself (torch's elastic agent,
+    standalone rendezvous), so a one-machine distributed run needs no torchrun. Consumed by the CLI."""
+
+    nproc: int = 1
 
 
 @dataclass
@@ -80,6 +90,9 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     threads: Optional[int] = None  # torch intra-op threads; None: torch's default
+    compile: bool = False  # torch.compile each transformer block
+    compile_backend: str = "inductor"  # torch.compile backend (inductor | aot_eager | eager | ...)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
 
 @dataclass

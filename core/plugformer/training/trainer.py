@@ -22,6 +22,7 @@ from plugformer.config.validate import validate_train
 from plugformer.errors import ConfigError
 from plugformer.interfaces import ParallelStrategy
 from plugformer.model import apply_transforms, build_model
+from plugformer.model.transforms import config_transforms
 from plugformer.plugins import PluginHost
 from plugformer.precision import autocast
 from plugformer.run import RunInfo
@@ -61,7 +62,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, registries, self.tokenizer.vocab_size).to(device)
         self.n_params = sum(p.numel() for p in model.parameters())
-        self.model = apply_transforms(model, strategy.transforms())
+        # the config's transforms (activation checkpointing, compile) and the strategy's (TP, DDP/FSDP
+        # wrappers), ordered by stage; the optimizer is built after, over the transformed parameters
+        self.model = apply_transforms(model, [*config_transforms(cfg), *strategy.transforms()])
         self.optimizer = build(registries, "optimizer", cfg.optimizer, self.model)
         self.scheduler = build(registries, "scheduler", cfg.scheduler, self.optimizer, t.max_steps)
         self.objective = build(registries, "objective", cfg.objective, self.tokenizer)
@@ -146,6 +149,8 @@ class Trainer:
                 share = value.detach().float() / len(micro_batches)
                 self._metric_sums[name] = self._metric_sums.get(name, 0.0) + share
         if t.grad_clip > 0:
+            # over the transformed model's own parameters: wrappers (DDP) hold the same ones, and
+            # sharded ones (FSDP2 DTensors) are clipped by their global norm
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
