@@ -57,6 +57,10 @@ class Generator:
         if not (path / "config.yaml").is_file():
             raise ConfigError(f"checkpoint '{path}' is not a plugformer checkpoint directory "
                               "(expected config.yaml and model.safetensors inside)")
+        if not (path / "model.safetensors").is_file():
+            hint = " (it holds sharded dcp/ weights: run `plugformer consolidate checkpoint=...` first)" \
+                if (path / "dcp").is_dir() else ""
+            raise ConfigError(f"checkpoint '{path}' has no model.safetensors{hint}")
         cfg = OmegaConf.load(path / "config.yaml")
         entry = registries.tokenizer.get(cfg.tokenizer.name)
         tokenizer = entry.load().load(component_config(entry, cfg.tokenizer), path / "tokenizer")

@@ -1,4 +1,4 @@
-"""Built-in parallel strategies: one process, and torch DistributedDataParallel under torchrun."""
+"""Built-in parallel strategies: one process, torch DDP and FSDP2 under torchrun."""
 from plugformer import hookimpl
 
 
@@ -11,4 +11,10 @@ def plugformer_register(registries):
         "ddp", "plugformer_parallel.ddp:DistributedDataParallelStrategy",
         schema="plugformer_parallel.schemas:DDPConfig",
         description="torch DDP: a full replica per rank, gradients all-reduced (run under torchrun)",
+        capabilities={"devices": ["cpu", "cuda"], "distributed": True})
+    registries.parallel.register(
+        "fsdp", "plugformer_parallel.fsdp:FullyShardedDataParallelStrategy",
+        schema="plugformer_parallel.schemas:FSDPConfig",
+        description="torch FSDP2 (fully_shard per block): params, grads and optimizer state sharded "
+                    "across ranks; sharded DCP checkpoints plus a consolidated model (run under torchrun)",
         capabilities={"devices": ["cpu", "cuda"], "distributed": True})

@@ -20,6 +20,7 @@ commands:
   validate    compose and check a train config without building anything heavy
   plugins     list every component family, implementation, provider and availability
   tokenizer   tokenizer train tokenizer=NAME [tokenizer.vocab_size=N] [data=...] out=DIR
+  consolidate write one model.safetensors from a sharded (fsdp) checkpoint: checkpoint=DIR [out=DIR]
 
 global options:
   --allow-plugin NAME   load only the named plugins (repeatable; env PLUGFORMER_PLUGINS)
@@ -77,11 +78,17 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
 
         return tokenizer_command.run(args)
 
+    def consolidate(args: list[str]) -> int:
+        from plugformer.cli import consolidate_command
+
+        return consolidate_command.run(args)
+
     return {"train": hydra_commands.train, "generate": hydra_commands.generate,
-            "validate": hydra_commands.validate, "plugins": plugins_command.run, "tokenizer": tokenizer}
+            "validate": hydra_commands.validate, "plugins": plugins_command.run, "tokenizer": tokenizer,
+            "consolidate": consolidate}
 
 
-COMMANDS = ("train", "generate", "validate", "plugins", "tokenizer")
+COMMANDS = ("train", "generate", "validate", "plugins", "tokenizer", "consolidate")
 
 
 def main(argv: list[str] | None = None) -> int:
