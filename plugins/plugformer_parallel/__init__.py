@@ -1,4 +1,4 @@
-"""Built-in parallel strategies: one process, torch DDP and FSDP2 under torchrun."""
+"""Built-in parallel strategies: one process, torch DDP, FSDP2 and tensor parallel under torchrun."""
 from plugformer import hookimpl
 
 
@@ -18,3 +18,10 @@ def plugformer_register(registries):
         description="torch FSDP2 (fully_shard per block): params, grads and optimizer state sharded "
                     "across ranks; sharded DCP checkpoints plus a consolidated model (run under torchrun)",
         capabilities={"devices": ["cpu", "cuda"], "distributed": True})
+    registries.parallel.register(
+        "tp", "plugformer_parallel.tp:TensorParallelStrategy",
+        schema="plugformer_parallel.schemas:TPConfig",
+        description="tensor parallel (Megatron-style, DTensor): attention heads and MLP hidden units split "
+                    "across all ranks, one model replica (every rank sees the same batch); sharded DCP "
+                    "checkpoints plus a consolidated model (run under torchrun)",
+        capabilities={"devices": ["cpu", "cuda"], "distributed": True, "tensor_parallel": True})

@@ -33,3 +33,9 @@ class FSDPConfig:
             value = getattr(self, key)
             if value is not None and value not in DTYPES:
                 raise ValueError(f"parallel.{key}={value!r} is not a dtype; valid: {', '.join(DTYPES)} (or null)")
+
+
+@dataclass
+class TPConfig:
+    backend: Optional[str] = None  # None: nccl on CUDA, gloo on CPU
+    timeout_s: int = 600
