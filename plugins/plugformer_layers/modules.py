@@ -1,6 +1,8 @@
 """Norm and MLP modules."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -25,7 +27,7 @@ class RMSNorm(nn.RMSNorm):
         super().__init__(dims.d_model, eps=config.eps)
 
 
-class _TwoLayerMLP(nn.Module):
+class _TwoLayerMLP(nn.Module, ABC):
     """Linear → activation → Linear → dropout; subclasses choose the activation.
 
     The output projection is named ``proj_out`` so the core's depth-scaled init applies to it.
@@ -37,8 +39,9 @@ class _TwoLayerMLP(nn.Module):
         self.proj_out = nn.Linear(hidden, dims.d_model, bias=dims.bias)
         self.drop = nn.Dropout(dims.dropout)
 
+    @abstractmethod
     def activation(self, h: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The nonlinearity between the two projections."""
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(self.proj_out(self.activation(self.proj_in(x))))

@@ -184,6 +184,17 @@ def load_sharded(directory: Path, model: nn.Module, optimizer: torch.optim.Optim
         return
     model_state, optim_state = get_state_dict(model, optimizer)
     aliases = _drop_aliases(model, model_state)
+    skeleton, optim = matching_optimizer_tensors(directory, optim_state)
+    state = {"model": model_state, "optim": optim}
+    _dcp_load(directory, state)
+    _restore_aliases(state["model"], aliases)
+    optim_loaded = unflatten_state(skeleton, state["optim"])
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=optim_loaded)
+
+
+def matching_optimizer_tensors(directory: Path, optim_state: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+    """(saved optimizer skeleton, this run's optimizer tensors keyed as saved); a clear error when the
+    saved optimizer state does not fit this run's optimizer and model."""
     _, optim_tensors = split_tensors(optim_state, "")
     skeleton = json.loads((directory / DCP_DIR / LAYOUT_FILE).read_text())
     saved_keys = _skeleton_keys(skeleton)
@@ -191,11 +202,7 @@ def load_sharded(directory: Path, model: nn.Module, optimizer: torch.optim.Optim
     if differ:
         raise ConfigError(f"checkpoint '{directory}': its optimizer state ({', '.join(differ[:3])}, ...) "
                           "does not match this run's optimizer (same optimizer and model needed to resume)")
-    state = {"model": model_state, "optim": {k: optim_tensors[k] for k in saved_keys}}
-    _dcp_load(directory, state)
-    _restore_aliases(state["model"], aliases)
-    optim_loaded = unflatten_state(skeleton, state["optim"])
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=optim_loaded)
+    return skeleton, {k: optim_tensors[k] for k in saved_keys}
 
 
 def _skeleton_keys(skeleton: Any) -> list[str]:

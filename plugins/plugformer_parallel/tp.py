@@ -17,14 +17,12 @@ Launched by torchrun (``torchrun --nproc_per_node=2 -m plugformer train parallel
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import Tensor, nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
@@ -38,8 +36,8 @@ from plugformer.model.transformer import SelfAttention
 from plugformer_parallel.group import ProcessGroupStrategy
 from plugformer_parallel.layout import DCP_DIR, LAYOUT_FILE, is_sharded
 from plugformer_parallel.schemas import TPConfig
-from plugformer_parallel.sharded import (_dcp_load, _drop_aliases, _restore_aliases, _skeleton_keys,
-                                         full_model_state, split_tensors)
+from plugformer_parallel.sharded import (_dcp_load, _drop_aliases, _restore_aliases, full_model_state,
+                                         matching_optimizer_tensors, split_tensors)
 
 
 def check_tp_dims(n_heads: int, n_kv_heads: int, tp: int) -> None:
@@ -66,26 +64,17 @@ def qkv_permutation(n_heads: int, n_kv_heads: int, head_dim: int, tp: int) -> Te
 
 
 class TPSelfAttention(SelfAttention):
-    """:class:`SelfAttention` on this rank's heads: ``dims`` hold the local head counts, the output is
-    reshaped to the local width, and a per-head attention bias (ALiBi) is sliced to the rank's heads."""
+    """:class:`SelfAttention` on this rank's heads: ``dims`` hold the local head counts, and a per-head
+    attention bias (ALiBi) is sliced to the rank's heads."""
 
     tp_rank: int = 0
     full_heads: int = 0
 
-    def forward(self, x: Tensor, position, positions, bias: Tensor | None, cache, offset: int) -> Tensor:
-        B, T, _ = x.shape
-        H, Hkv, D = self.dims.n_heads, self.dims.n_kv_heads, self.dims.head_dim
-        q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
-        q = q.view(B, T, H, D).transpose(1, 2)
-        k = k.view(B, T, Hkv, D).transpose(1, 2)
-        v = v.view(B, T, Hkv, D).transpose(1, 2)
-        q, k = position.rotate(q, k, positions)
+    def head_bias(self, bias: Tensor | None) -> Tensor | None:
+        H = self.dims.n_heads
         if bias is not None and bias.dim() == 4 and bias.shape[1] == self.full_heads and self.full_heads != H:
-            bias = bias[:, self.tp_rank * H:(self.tp_rank + 1) * H]
-        if cache is not None:
-            k, v = cache.update(k, v, offset)
-        y = self.backend(q, k, v, causal=self.dims.causal, attn_bias=bias, q_offset=offset)
-        return self.resid_drop(self.proj_out(y.transpose(1, 2).reshape(B, T, H * D)))
+            return bias[:, self.tp_rank * H:(self.tp_rank + 1) * H]
+        return bias
 
 
 _PLAN = {"attn.qkv": ColwiseParallel(), "attn.proj_out": RowwiseParallel(),
@@ -296,14 +285,7 @@ class TensorParallelStrategy(ProcessGroupStrategy):
         skeleton = None
         live_optim: dict[str, Tensor] = {}
         if optimizer is not None:
-            _, optim_tensors = split_tensors(optim_state, "")
-            skeleton = json.loads((directory / DCP_DIR / LAYOUT_FILE).read_text())
-            saved_keys = _skeleton_keys(skeleton)
-            differ = sorted(set(saved_keys) ^ set(optim_tensors))
-            if differ:
-                raise ConfigError(f"checkpoint '{directory}': its optimizer state ({', '.join(differ[:3])}, ...) "
-                                  "does not match this run's optimizer (same optimizer and model needed to resume)")
-            live_optim = {k: optim_tensors[k] for k in saved_keys}
+            skeleton, live_optim = matching_optimizer_tensors(directory, optim_state)
             state["optim"] = dict(live_optim)
             for key, value in live_optim.items():
                 parsed = _optim_key(key)

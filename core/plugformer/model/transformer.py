@@ -40,8 +40,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, position: PositionEncoding, positions: Positions, bias: Tensor | None,
                 cache: KVCache | None, offset: int) -> Tensor:
-        B, T, C = x.shape
-        H, Hkv, D = self.dims.n_heads, self.dims.n_kv_heads, self.dims.head_dim
+        B, T, _ = x.shape
+        H, Hkv, D = self.dims.n_heads, self.dims.n_kv_heads, self.dims.head_dim  # this module's heads
         q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
         q = q.view(B, T, H, D).transpose(1, 2)
         k = k.view(B, T, Hkv, D).transpose(1, 2)
@@ -49,8 +49,12 @@ class SelfAttention(nn.Module):
         q, k = position.rotate(q, k, positions)
         if cache is not None:
             k, v = cache.update(k, v, offset)
-        y = self.backend(q, k, v, causal=self.dims.causal, attn_bias=bias, q_offset=offset)
-        return self.resid_drop(self.proj_out(y.transpose(1, 2).reshape(B, T, C)))
+        y = self.backend(q, k, v, causal=self.dims.causal, attn_bias=self.head_bias(bias), q_offset=offset)
+        return self.resid_drop(self.proj_out(y.transpose(1, 2).reshape(B, T, H * D)))
+
+    def head_bias(self, bias: Tensor | None) -> Tensor | None:
+        """The attention bias for this module's heads (all of them here; a tensor-parallel shard slices)."""
+        return bias
 
 
 class Block(nn.Module):
