@@ -43,6 +43,19 @@ def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Ten
     return logits
 
 
+def check_checkpoint_dir(path: str | Path) -> Path:
+    """``path`` as a Path if it holds what generation reads, else a one-line :class:`ConfigError`."""
+    path = Path(path)
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"checkpoint '{path}' is not a plugformer checkpoint directory (expected config.yaml "
+                          "and model.safetensors in it, e.g. <run dir>/checkpoints/last)")
+    if not (path / "model.safetensors").is_file():
+        hint = " (it holds sharded dcp/ weights: run `plugformer consolidate checkpoint=...` first)" \
+            if (path / "dcp").is_dir() else ""
+        raise ConfigError(f"checkpoint '{path}' has no model.safetensors{hint}")
+    return path
+
+
 class Generator:
     """A model and its tokenizer, ready to continue prompts."""
 
@@ -53,14 +66,7 @@ class Generator:
     def from_checkpoint(cls, path: str | Path, registries: Registries, device: str = "auto",
                         precision: str = "fp32") -> Generator:
         """Load ``path`` (a ``checkpoints/step-N`` or ``last`` directory) written by the trainer."""
-        path = Path(path)
-        if not (path / "config.yaml").is_file():
-            raise ConfigError(f"checkpoint '{path}' is not a plugformer checkpoint directory "
-                              "(expected config.yaml and model.safetensors inside)")
-        if not (path / "model.safetensors").is_file():
-            hint = " (it holds sharded dcp/ weights: run `plugformer consolidate checkpoint=...` first)" \
-                if (path / "dcp").is_dir() else ""
-            raise ConfigError(f"checkpoint '{path}' has no model.safetensors{hint}")
+        path = check_checkpoint_dir(path)
         cfg = OmegaConf.load(path / "config.yaml")
         entry = registries.tokenizer.get(cfg.tokenizer.name)
         tokenizer = entry.load().load(component_config(entry, cfg.tokenizer), path / "tokenizer")

@@ -5,7 +5,7 @@ from typing import Optional
 
 @dataclass
 class SingleConfig:
-    pass
+    """``single`` has no options: one process, one device."""
 
 
 @dataclass

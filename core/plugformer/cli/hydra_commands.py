@@ -231,12 +231,9 @@ def train(args: list[str]) -> int:
 
 
 def _check_generate(cfg: Any, host: PluginHost) -> None:
-    from pathlib import Path
+    from plugformer.generation import check_checkpoint_dir
 
-    path = Path(cfg.checkpoint)
-    if not (path / "config.yaml").is_file() or not (path / "model.safetensors").is_file():
-        raise PlugformerError(f"checkpoint '{cfg.checkpoint}' is not a plugformer checkpoint directory "
-                              "(expected config.yaml and model.safetensors in it, e.g. <run dir>/checkpoints/last)")
+    check_checkpoint_dir(cfg.checkpoint)
 
 
 def _generate_job(cfg: Any, host: PluginHost) -> None:
