@@ -11,17 +11,13 @@ from collections.abc import Callable
 
 from plugformer.errors import PlugformerError, did_you_mean
 
-USAGE = """\
+USAGE_HEAD = """\
 usage: plugformer [global options] <command> [hydra overrides ...]
 
 commands:
-  train       train a model (Hydra config 'train'; -m for sweeps)
-  generate    sample text from a checkpoint: checkpoint=DIR prompt=... max_new_tokens=N
-  validate    compose and check a train config without building anything heavy
-  plugins     list every component family, implementation, provider and availability
-  tokenizer   tokenizer train tokenizer=NAME [tokenizer.vocab_size=N] [data=...] out=DIR
-  consolidate write one model.safetensors from a sharded (fsdp) checkpoint: checkpoint=DIR [out=DIR]
+"""
 
+USAGE_TAIL = """
 global options:
   --allow-plugin NAME   load only the named plugins (repeatable; env PLUGFORMER_PLUGINS)
   --block-plugin NAME   do not load NAME (repeatable; env PLUGFORMER_BLOCK_PLUGINS)
@@ -70,25 +66,34 @@ def _global_options(argv: list[str]) -> list[str]:
 GLOBAL_OPTIONS = ["--allow-plugin", "--block-plugin", "--no-autoload", "--strict-plugins", "--version"]
 
 
-def _commands() -> dict[str, Callable[[list[str]], int]]:
-    from plugformer.cli import hydra_commands, plugins_command
-
-    def tokenizer(args: list[str]) -> int:
-        from plugformer.cli import tokenizer_command
-
-        return tokenizer_command.run(args)
-
-    def consolidate(args: list[str]) -> int:
-        from plugformer.cli import consolidate_command
-
-        return consolidate_command.run(args)
-
-    return {"train": hydra_commands.train, "generate": hydra_commands.generate,
-            "validate": hydra_commands.validate, "plugins": plugins_command.run, "tokenizer": tokenizer,
-            "consolidate": consolidate}
+#: command name -> (module under plugformer.cli, function taking the argument list, one-line help).
+#: Modules are imported only when their command runs, so ``plugformer plugins`` stays fast.
+COMMAND_TABLE: dict[str, tuple[str, str, str]] = {
+    "train": ("hydra_commands", "train", "train a model (Hydra config 'train'; -m for sweeps)"),
+    "generate": ("hydra_commands", "generate",
+                 "sample text from a checkpoint: checkpoint=DIR prompt=... max_new_tokens=N"),
+    "validate": ("hydra_commands", "validate", "compose and check a train config without building anything heavy"),
+    "plugins": ("plugins_command", "run", "list every component family, implementation, provider and availability"),
+    "tokenizer": ("tokenizer_command", "run",
+                  "tokenizer train tokenizer=NAME [tokenizer.vocab_size=N] [data=...] out=DIR"),
+    "consolidate": ("consolidate_command", "run",
+                    "write one model.safetensors from a sharded (fsdp) checkpoint: checkpoint=DIR [out=DIR]"),
+}
+COMMANDS = tuple(COMMAND_TABLE)
 
 
-COMMANDS = ("train", "generate", "validate", "plugins", "tokenizer", "consolidate")
+def _command(name: str) -> Callable[[list[str]], int]:
+    import importlib
+
+    module, function, _ = COMMAND_TABLE[name]
+    return getattr(importlib.import_module(f"plugformer.cli.{module}"), function)
+
+
+def usage() -> str:
+    """The top-level help: commands from :data:`COMMAND_TABLE`, then global options and examples."""
+    width = max(len(n) for n in COMMAND_TABLE) + 2
+    lines = [f"  {name:<{width}}{help_}" for name, (_, _, help_) in COMMAND_TABLE.items()]
+    return USAGE_HEAD + "\n".join(lines) + "\n" + USAGE_TAIL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rest = _global_options(argv)
         if not rest or rest[0] in ("-h", "--help", "help"):
-            print(USAGE, end="")
+            print(usage(), end="")
             return 0
         command, args = rest[0], rest[1:]
         if command not in COMMANDS:
             raise PlugformerError(f"unknown command '{command}'{did_you_mean(command, COMMANDS)}; "
                                   f"commands: {', '.join(COMMANDS)}")
-        return _commands()[command](args)
+        return _command(command)(args)
     except PlugformerError as exc:
         print(f"plugformer: error: {exc}", file=sys.stderr)
         return 2
