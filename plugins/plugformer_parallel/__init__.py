@@ -1,5 +1,8 @@
-"""Built-in parallel strategies: one process, torch DDP, FSDP2 and tensor parallel under torchrun."""
+"""Built-in parallel strategies: one process, torch DDP, FSDP2, tensor parallel and 2-D (FSDP2 × TP)
+under torchrun."""
 from plugformer import hookimpl
+
+plugformer_api = "1.0"  # the plugformer plugin API this package targets
 
 
 @hookimpl
@@ -25,3 +28,17 @@ def plugformer_register(registries):
                     "across all ranks, one model replica (every rank sees the same batch); sharded DCP "
                     "checkpoints plus a consolidated model (run under torchrun)",
         capabilities={"devices": ["cpu", "cuda"], "distributed": True, "tensor_parallel": True})
+    registries.parallel.register(
+        "fsdp_tp", "plugformer_parallel.fsdp_tp:FSDPTensorParallelStrategy",
+        schema="plugformer_parallel.schemas:FSDPTPConfig",
+        description="2-D parallel on a (dp, tp) device mesh: tensor parallel over parallel.tp ranks inside each "
+                    "replica, FSDP2 across the world/tp replicas; sharded DCP checkpoints plus a consolidated "
+                    "model (run under torchrun)",
+        capabilities={"devices": ["cpu", "cuda"], "distributed": True, "tensor_parallel": True})
+    registries.parallel.register(
+        "deepspeed", "plugformer_parallel.deepspeed:DeepSpeedStrategy",
+        schema="plugformer_parallel.schemas:DeepSpeedConfig",
+        description="DeepSpeed ZeRO stage 1/2/3 (parallel.stage) with plugformer's optimizer and scheduler; "
+                    "consolidated model.safetensors plus per-rank ZeRO optimizer partitions (run under torchrun)",
+        capabilities={"devices": ["cpu", "cuda"], "distributed": True},
+        available="plugformer_parallel.availability:deepspeed")

@@ -45,7 +45,7 @@ def _cast_inputs(dtype: torch.dtype):
 
 class _FullyShard(ModelTransform):
     """``fully_shard`` each block of ``model.blocks`` (one all-gather unit per block), then the root
-    (embeddings, final norm, head: the rest)."""
+    (embeddings, final norm, head: the rest), over the strategy's ``dp_mesh`` (None: all ranks)."""
 
     stage = Stage.WRAP
 
@@ -58,7 +58,7 @@ class _FullyShard(ModelTransform):
         param_dtype = _dtype(c.param_dtype)
         # FSDP's own input casting rebuilds dataclass arguments (the blocks' Positions can't be), so the
         # blocks' floating tensor arguments are cast by a hook of ours instead
-        kwargs = {"reshard_after_forward": c.reshard_after_forward,
+        kwargs = {"mesh": self.strategy.dp_mesh, "reshard_after_forward": c.reshard_after_forward,
                   "mp_policy": MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=_dtype(c.reduce_dtype),
                                                     cast_forward_inputs=False)}
         if c.cpu_offload:
@@ -82,27 +82,21 @@ class FullyShardedDataParallelStrategy(ProcessGroupStrategy):
 
     config: FSDPConfig
 
+    dp_mesh = None  # fully_shard over the default group's ranks
+
     def transforms(self) -> list[ModelTransform]:
         return [_FullyShard(self)]
 
     def unwrap(self, model: nn.Module) -> nn.Module:
         return model  # fully_shard changes the module in place
 
-    @contextlib.contextmanager
-    def no_sync(self, model: nn.Module) -> Iterator[None]:
+    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager[None]:
         """Accumulate unsharded gradients locally; the last micro-batch reduce-scatters them."""
-        if not isinstance(model, FSDPModule):
-            yield
-            return
-        model.set_requires_gradient_sync(False)
-        try:
-            yield
-        finally:
-            model.set_requires_gradient_sync(True)
+        return fsdp_no_sync(model)
 
     def save(self, directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Sharded ``dcp/`` from every rank, and the consolidated ``model.safetensors`` from rank 0."""
-        save_sharded(directory, model, optimizer)
+        save_sharded(directory, model, optimizer, write=self.write_shards)
 
     def load(self, directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
         """A sharded checkpoint (any world size), or a plain one written by ``single``/``ddp``."""
@@ -110,6 +104,19 @@ class FullyShardedDataParallelStrategy(ProcessGroupStrategy):
             load_sharded(directory, model, optimizer)
         else:
             load_full(directory, model, optimizer)
+
+
+@contextlib.contextmanager
+def fsdp_no_sync(model: nn.Module) -> Iterator[None]:
+    """No gradient reduce-scatter in this context (for every micro-batch but the last)."""
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
 
 
 def load_full(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:

@@ -1,4 +1,5 @@
-"""The process group every distributed strategy starts from torchrun's environment.
+"""The process group every distributed strategy starts from torchrun's environment, and the DCP writes
+(synchronous or asynchronous) of the strategies that save sharded checkpoints.
 
 torchrun sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT; started without torchrun a strategy
 runs as a group of one on this machine. gloo on CPU, nccl on CUDA unless the config names a backend.
@@ -8,6 +9,11 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -47,7 +53,44 @@ class ProcessGroupStrategy(ParallelStrategy):
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=self.config.timeout_s))
             self._owns_group = True
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        if getattr(self.config, "async_checkpoint", False) and self._checkpoint_group is None:
+            # background writes run their own collectives: on a group of their own, never interleaved
+            # with the training step's on the default group
+            self._checkpoint_group = dist.new_group(backend="gloo")
         return self.device
+
+    # -- sharded checkpoints, synchronous or in the background ---------------------------------------
+    _checkpoint_group = None
+    _pending: tuple[Future, Callable[[], None] | None] | None = None
+
+    def write_shards(self, directory: Path, state: dict[str, Any]) -> None:
+        """DCP-save ``state`` (every rank its shards) into ``directory``: now, or with
+        ``parallel.async_checkpoint=true`` staged to memory now and written in the background (the
+        checkpoint is committed by :meth:`wait_for_save`, after the writes are done)."""
+        import torch.distributed.checkpoint as dcp
+
+        writer = dcp.FileSystemWriter(directory, thread_count=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if self._checkpoint_group is None:
+                dcp.save(state, storage_writer=writer)
+            else:
+                future = dcp.async_save(state, storage_writer=writer, process_group=self._checkpoint_group)
+                self._pending = (future, None)
+
+    def after_save(self, commit: Callable[[], None]) -> None:
+        if self._pending is None:
+            commit()
+        else:
+            self._pending = (self._pending[0], commit)
+
+    def wait_for_save(self) -> None:
+        if self._pending is None:
+            return
+        (future, commit), self._pending = self._pending, None
+        future.result()  # raises what the background writes raised: the checkpoint stays uncommitted
+        if commit is not None:
+            commit()
 
     def reduce_mean(self, value: Tensor) -> Tensor:
         value = value.detach().clone()
@@ -58,6 +101,9 @@ class ProcessGroupStrategy(ParallelStrategy):
         dist.barrier()
 
     def teardown(self) -> None:
+        # a save still pending here means training stopped with an error: it is never committed (the
+        # previous checkpoint stays `last`); its leftover .tmp-step-N is cleared by the next save
+        self._pending = None
         if self._owns_group and dist.is_initialized():
             dist.destroy_process_group()
             self._owns_group = False

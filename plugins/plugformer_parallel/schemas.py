@@ -27,6 +27,7 @@ class FSDPConfig:
     param_dtype: Optional[str] = None  # mixed precision: dtype of gathered params for compute (bf16, fp16, fp32)
     reduce_dtype: Optional[str] = None  # dtype of gradient reduce-scatter (e.g. fp32 with bf16 params)
     cpu_offload: bool = False  # keep sharded params, grads and optimizer state on the CPU
+    async_checkpoint: bool = False  # DCP shards staged in memory, written in the background; committed when done
 
     def __post_init__(self) -> None:
         for key in ("param_dtype", "reduce_dtype"):
@@ -39,3 +40,43 @@ class FSDPConfig:
 class TPConfig:
     backend: Optional[str] = None  # None: nccl on CUDA, gloo on CPU
     timeout_s: int = 600
+    sequence_parallel: bool = False  # norms and dropout on sequence shards; reduce-scatter/all-gather, not all-reduce
+    vocab_parallel: bool = False  # embedding and LM head split by vocabulary rows (logits gathered for the loss)
+    async_checkpoint: bool = False  # DCP shards staged in memory, written in the background; committed when done
+
+
+@dataclass
+class FSDPTPConfig:
+    """2-D parallel: ``tp`` ranks split each layer (tensor parallel), world/tp replicas shard the rest (FSDP2)."""
+
+    backend: Optional[str] = None  # None: nccl on CUDA, gloo on CPU
+    timeout_s: int = 600
+    tp: int = 2  # tensor-parallel degree (ranks per model replica); the data-parallel degree is world / tp
+    sequence_parallel: bool = False  # as for parallel=tp
+    vocab_parallel: bool = False  # as for parallel=tp
+    reshard_after_forward: bool = True  # as for parallel=fsdp
+    param_dtype: Optional[str] = None  # as for parallel=fsdp
+    reduce_dtype: Optional[str] = None  # as for parallel=fsdp
+    cpu_offload: bool = False  # as for parallel=fsdp (device=cuda only)
+    async_checkpoint: bool = False  # as for parallel=fsdp
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tp, int) or self.tp < 1:
+            raise ValueError(f"parallel.tp={self.tp!r} must be a positive whole number of ranks (e.g. 2)")
+        FSDPConfig.__post_init__(self)  # the dtype names
+
+
+@dataclass
+class DeepSpeedConfig:
+    """DeepSpeed ZeRO data parallel: the engine partitions optimizer state (stage 1), + gradients (2),
+    + parameters (3) across ranks; plugformer's optimizer, scheduler, clipping and grad_accum still apply."""
+
+    backend: Optional[str] = None  # noqa: UP045 (OmegaConf schemas need Optional) None: nccl on CUDA, gloo on CPU
+    timeout_s: int = 600
+    stage: int = 3  # ZeRO stage: 1 (optimizer state), 2 (+ gradients) or 3 (+ parameters) partitioned
+    overlap_comm: bool = False  # overlap gradient reduction with backward (DeepSpeed's zero_optimization option)
+    reduce_bucket_size: int = 50_000_000  # elements per gradient reduction bucket
+
+    def __post_init__(self) -> None:
+        if self.stage not in (1, 2, 3):
+            raise ValueError(f"parallel.stage={self.stage!r} is not a ZeRO stage; valid: 1, 2, 3")

@@ -18,6 +18,7 @@ import io
 import json
 import pickle
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -140,16 +141,22 @@ def _restore_aliases(state: dict[str, Any], aliases: dict[str, str]) -> None:
         state[alias] = state[source]
 
 
-def save_sharded(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Every rank writes its shards into ``directory/dcp``; rank 0 adds the layout and ``model.safetensors``."""
+def write_now(directory: Path, state: dict[str, Any]) -> None:
+    """DCP-save ``state`` into ``directory`` before returning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save(state, storage_writer=dcp.FileSystemWriter(directory, thread_count=1))
+
+
+def save_sharded(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 write: Callable[[Path, dict[str, Any]], None] = write_now) -> None:
+    """Every rank writes its shards into ``directory/dcp`` (through ``write``: now, or in the background);
+    rank 0 adds the layout and ``model.safetensors``."""
     directory = Path(directory)
     model_state, optim_state = get_state_dict(model, optimizer)
     _drop_aliases(model, model_state)
     skeleton, optim_tensors = split_tensors(optim_state, "")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dcp.save({"model": model_state, "optim": optim_tensors},
-                 storage_writer=dcp.FileSystemWriter(directory / DCP_DIR, thread_count=1))
+    write(directory / DCP_DIR, {"model": model_state, "optim": optim_tensors})
     full = full_model_state(model)
     if _is_main():
         write_json(directory / DCP_DIR / LAYOUT_FILE, skeleton)

@@ -17,17 +17,16 @@ Launched by torchrun (``torchrun --nproc_per_node=2 -m plugformer train parallel
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed.checkpoint as dcp
 from torch import Tensor, nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.tensor import DTensor, Replicate, distribute_tensor
-from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+from torch.distributed.tensor import DTensor, Placement, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel, SequenceParallel,
+                                               parallelize_module)
 
 from plugformer.checkpoint import load_model, load_state, save_model, unflatten_state, write_json
 from plugformer.errors import ConfigError
@@ -37,7 +36,7 @@ from plugformer_parallel.group import ProcessGroupStrategy
 from plugformer_parallel.layout import DCP_DIR, LAYOUT_FILE, is_sharded
 from plugformer_parallel.schemas import TPConfig
 from plugformer_parallel.sharded import (_dcp_load, _drop_aliases, _restore_aliases, full_model_state,
-                                         matching_optimizer_tensors, split_tensors)
+                                         matching_optimizer_tensors, split_tensors, tied_names)
 
 
 def check_tp_dims(n_heads: int, n_kv_heads: int, tp: int) -> None:
@@ -77,11 +76,78 @@ class TPSelfAttention(SelfAttention):
         return bias
 
 
-_PLAN = {"attn.qkv": ColwiseParallel(), "attn.proj_out": RowwiseParallel(),
-         "mlp.proj_in": ColwiseParallel(), "mlp.proj_out": RowwiseParallel()}
+def block_plan(sequence_parallel: bool) -> dict[str, Any]:
+    """``parallelize_module`` plan of one block: Megatron's column-parallel in, row-parallel out.
+
+    With ``sequence_parallel`` the residual stream between blocks is split on the sequence dimension:
+    norms run on their sequence shard (``SequenceParallel``), the row-parallel outputs reduce-scatter
+    to sequence shards (instead of all-reducing), and attention and the MLP gather the full sequence
+    at their input (see :func:`_gather_sequence`).
+    """
+    if not sequence_parallel:
+        return {"attn.qkv": ColwiseParallel(), "attn.proj_out": RowwiseParallel(),
+                "mlp.proj_in": ColwiseParallel(), "mlp.proj_out": RowwiseParallel()}
+    seq = Shard(1)
+    return {"norm_attn": SequenceParallel(use_local_output=True), "attn.qkv": ColwiseParallel(),
+            "attn.proj_out": RowwiseParallel(output_layouts=seq),
+            "norm_mlp": SequenceParallel(use_local_output=True), "mlp.proj_in": ColwiseParallel(),
+            "mlp.proj_out": RowwiseParallel(output_layouts=seq)}
+
+
+def _relayout_first_input(mesh: DeviceMesh, source: Placement, target: Placement):
+    """A forward pre-hook: the module's first argument (a local tensor laid out as ``source`` over
+    ``mesh``) becomes the local tensor of layout ``target``. Its backward is DTensor's (e.g. a
+    sequence gather's gradient is reduced and split back to sequence shards)."""
+
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        x = DTensor.from_local(args[0], mesh, [source], run_check=False).redistribute(mesh, [target])
+        return (x.to_local(), *args[1:])
+
+    return hook
+
+
+def _gather_sequence(mesh: DeviceMesh):
+    return _relayout_first_input(mesh, Shard(1), Replicate())
+
+
+def _scatter_sequence(mesh: DeviceMesh):
+    scatter = _relayout_first_input(mesh, Replicate(), Shard(1))
+
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        if args[0].shape[1] % mesh.size():
+            raise ConfigError(f"parallel.sequence_parallel=true: a sequence of {args[0].shape[1]} tokens does not "
+                              f"split over the tensor-parallel size {mesh.size()}; use a data.seq_len multiple of "
+                              f"{mesh.size()} or sequence_parallel=false")
+        return scatter(module, args)
+
+    return hook
+
+
+def check_tp_model(model: nn.Module, tp: int, vocab_parallel: bool) -> None:
+    """Refuse a model (or option) that cannot be split over ``tp`` ranks, naming the component."""
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        raise ConfigError("parallel=tp needs a plugformer Transformer (a model with .blocks)")
+    for i, block in enumerate(blocks):
+        attn, mlp = block.attn, block.mlp
+        if type(attn) is not SelfAttention:
+            raise ConfigError(f"parallel=tp: block {i} attention is {type(attn).__name__}, not SelfAttention")
+        for name in ("proj_in", "proj_out"):
+            if not isinstance(getattr(mlp, name, None), nn.Linear):
+                raise ConfigError(f"parallel=tp: mlp {type(mlp).__name__} (block {i}) has no Linear "
+                                  f"'{name}'; tensor parallel supports gelu, relu and swiglu MLPs")
+        check_tp_dims(attn.dims.n_heads, attn.dims.n_kv_heads, tp)
+    # (a vocabulary not divisible by tp is split unevenly: DTensor handles uneven shards)
+    if vocab_parallel and not (isinstance(getattr(model, "lm_head", None), nn.Linear)
+                               and isinstance(getattr(model, "tok_emb", None), nn.Embedding)):
+        raise ConfigError("parallel.vocab_parallel=true needs a model with an nn.Embedding tok_emb and an "
+                          "nn.Linear lm_head")
 
 
 class _TensorParallel(ModelTransform):
+    """Shard every block over the strategy's tensor-parallel mesh; optionally the sequence (norms,
+    dropout) and the vocabulary (embedding, head); the rest becomes replicated DTensors."""
+
     stage = Stage.SHARD
 
     def __init__(self, strategy: TensorParallelStrategy):
@@ -89,34 +155,41 @@ class _TensorParallel(ModelTransform):
         self.strategy = strategy
 
     def apply(self, model: nn.Module) -> nn.Module:
-        tp = self.strategy.world_size
-        blocks = getattr(model, "blocks", None)
-        if blocks is None:
-            raise ConfigError("parallel=tp needs a plugformer Transformer (a model with .blocks)")
-        mesh = self.strategy.mesh
-        rank = mesh.get_local_rank()
-        for i, block in enumerate(blocks):
-            attn, mlp = block.attn, block.mlp
-            if type(attn) is not SelfAttention:
-                raise ConfigError(f"parallel=tp: block {i} attention is {type(attn).__name__}, not SelfAttention")
-            for name in ("proj_in", "proj_out"):
-                if not isinstance(getattr(mlp, name, None), nn.Linear):
-                    raise ConfigError(f"parallel=tp: mlp {type(mlp).__name__} (block {i}) has no Linear "
-                                      f"'{name}'; tensor parallel supports gelu, relu and swiglu MLPs")
+        c = self.config
+        sp, vp = bool(getattr(c, "sequence_parallel", False)), bool(getattr(c, "vocab_parallel", False))
+        mesh = self.strategy.tp_mesh
+        tp, rank = mesh.size(), mesh.get_local_rank()
+        check_tp_model(model, tp, vp)
+        tied = tied_names(model)
+        for block in model.blocks:
+            attn = block.attn
             dims = attn.dims
-            check_tp_dims(dims.n_heads, dims.n_kv_heads, tp)
             idx = qkv_permutation(dims.n_heads, dims.n_kv_heads, dims.head_dim, tp)
             with torch.no_grad():
                 attn.qkv.weight.data = attn.qkv.weight.data[idx.to(attn.qkv.weight.device)].contiguous()
                 if attn.qkv.bias is not None:
                     attn.qkv.bias.data = attn.qkv.bias.data[idx.to(attn.qkv.bias.device)].contiguous()
-            parallelize_module(block, mesh, _PLAN)
-            head_dim = dims.head_dim
+            parallelize_module(block, mesh, block_plan(sp))
+            if sp:
+                attn.register_forward_pre_hook(_gather_sequence(mesh))
+                block.mlp.register_forward_pre_hook(_gather_sequence(mesh))
             attn.dims = replace(dims, n_heads=dims.n_heads // tp, n_kv_heads=dims.n_kv_heads // tp,
-                                d_model=head_dim * dims.n_heads // tp)
+                                d_model=dims.head_dim * dims.n_heads // tp)
             attn.__class__ = TPSelfAttention
             attn.tp_rank, attn.full_heads = rank, dims.n_heads
             attn.qkv_index = idx  # a plain attribute (not a buffer): not in the state dict
+        if vp:  # embedding rows and head rows split by vocabulary; logits gathered for the objective
+            parallelize_module(model, mesh, {
+                "tok_emb": RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate()),
+                "lm_head": ColwiseParallel(input_layouts=Shard(1) if sp else Replicate(),
+                                           output_layouts=Replicate())})
+            if tied.get("lm_head.weight") == "tok_emb.weight":
+                model.lm_head.weight = model.tok_emb.weight  # both Shard(0) over the vocabulary: one tensor
+        elif sp:
+            model.lm_head.register_forward_pre_hook(_gather_sequence(mesh))
+        if sp:
+            parallelize_module(model, mesh, {"norm_f": SequenceParallel(use_local_output=True)})
+            model.drop.register_forward_pre_hook(_scatter_sequence(mesh))
         replicate_the_rest(model, mesh)
         return model
 
@@ -213,6 +286,11 @@ class TensorParallelStrategy(ProcessGroupStrategy):
         self.mesh: DeviceMesh = init_device_mesh(dev.type, (self.world_size,), mesh_dim_names=("tp",))
         return dev
 
+    @property
+    def tp_mesh(self) -> DeviceMesh:
+        """The mesh (dimension) layers are split over: every rank here; the ``tp`` dimension under 2-D."""
+        return self.mesh
+
     def transforms(self) -> list[ModelTransform]:
         return [_TensorParallel(self)]
 
@@ -249,10 +327,7 @@ class TensorParallelStrategy(ProcessGroupStrategy):
             parsed = _optim_key(key)
             if parsed and parsed[0] in perms and optim_tensors[key].dim() > 0:
                 optim_tensors[key] = _canonical(optim_tensors[key], perms[parsed[0]])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dcp.save({"model": model_state, "optim": optim_tensors},
-                     storage_writer=dcp.FileSystemWriter(directory / DCP_DIR, thread_count=1))
+        self.write_shards(directory / DCP_DIR, {"model": model_state, "optim": optim_tensors})
         full = full_model_state(model)
         if self.is_main:
             for fqn, idx in perms.items():

@@ -2,6 +2,7 @@
 change how a step is computed, never what it computes, and leave the state dict as it was."""
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -11,8 +12,8 @@ from plugformer import ConfigError
 from plugformer.build import build
 from plugformer.interfaces import ModelTransform, Stage
 from plugformer.model import apply_transforms, build_model
-from plugformer.model.transforms import (ActivationCheckpointing, CompileBlocks, compile_problem,
-                                         config_transforms)
+from plugformer.model.transforms import (ActivationCheckpointing, CompileBlocks, activation_checkpointing_problem,
+                                         checkpointed_blocks, compile_problem, config_transforms)
 from plugformer.training import Trainer
 
 VOCAB = 64
@@ -52,6 +53,48 @@ def test_activation_checkpointing_gives_the_same_gradients(make_model):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-6, rtol=0), name
+
+
+def test_checkpointing_only_chosen_blocks_gives_the_same_gradients(make_model):
+    plain = make_model(n_layers=3)
+    ckpt = apply_transforms(make_model(n_layers=3), [ActivationCheckpointing([0, 2])])
+    ckpt.load_state_dict(plain.state_dict())
+    assert [type(b).__name__ for b in ckpt.blocks] == ["CheckpointedBlock", "Block", "CheckpointedBlock"]
+    x = tokens()
+    a, b = grads_of(plain, x), grads_of(ckpt, x)
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6, rtol=0), name
+
+
+@pytest.mark.parametrize(("setting", "chosen"), [
+    (True, [0, 1, 2, 3]), (False, []), (None, []), (1, [0, 1, 2, 3]), (2, [0, 2]), (3, [0, 3]), (9, [0]),
+    ([1], [1]), ([3, 0, -1], [0, 3]), ([], [])])
+def test_activation_checkpointing_selects_blocks_by_switch_stride_or_index(setting, chosen):
+    assert checkpointed_blocks(setting, 4) == chosen
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    (0, "trainer.activation_checkpointing=0: every N-th block needs N >= 1"),
+    (-2, "trainer.activation_checkpointing=-2: every N-th block needs N >= 1"),
+    ([1, 4], "trainer.activation_checkpointing: 4 is not a block index of this 4-block model (valid: -4 .. 3)"),
+    ([True], "True is not a block index"),
+    ("blocks", "trainer.activation_checkpointing='blocks' is not one of: true (every block), false, N"),
+    (1.5, "trainer.activation_checkpointing=1.5 is not one of")])
+def test_a_bad_activation_checkpointing_value_is_named_in_one_line(setting, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        checkpointed_blocks(setting, 4)
+
+
+def test_the_config_chooses_blocks_and_the_cli_check_names_a_bad_one(tiny_config):
+    every_other = config_transforms(tiny_config("model.n_layers=4", "trainer.activation_checkpointing=2"))
+    assert [type(t) for t in every_other] == [ActivationCheckpointing] and every_other[0].blocks == [0, 2]
+    listed = config_transforms(tiny_config("model.n_layers=4", "trainer.activation_checkpointing=[-1]"))
+    assert listed[0].blocks == [3]
+    assert config_transforms(tiny_config("trainer.activation_checkpointing=[]")) == []
+    assert activation_checkpointing_problem(tiny_config("trainer.activation_checkpointing=[0]")) is None
+    problem = activation_checkpointing_problem(tiny_config("model.n_layers=2", "trainer.activation_checkpointing=[5]"))
+    assert problem == ("trainer.activation_checkpointing: 5 is not a block index of this 2-block model "
+                       "(valid: -2 .. 1)")
 
 
 def test_activation_checkpointing_replays_dropout_masks(make_model):

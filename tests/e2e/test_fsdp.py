@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from plugformer.checkpoint import load_model
 
@@ -56,7 +57,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[str,
         return root / name
 
     return {"root": root, "single": train("single", f"trainer.max_steps={2 * N}", f"trainer.save_every={N}"),
-            "fsdp": train("fsdp", f"trainer.max_steps={N}", "parallel=fsdp", launcher=TORCHRUN)}
+            "fsdp": train("fsdp", f"trainer.max_steps={N}", "parallel=fsdp", launcher=TORCHRUN),
+            # shards written in the background: step N/2 commits when step N's save begins, step N at the end
+            "fsdp_async": train("fsdp_async", f"trainer.max_steps={N}", f"trainer.save_every={N // 2}",
+                                "trainer.keep_last=2", "parallel=fsdp", "parallel.async_checkpoint=true",
+                                launcher=TORCHRUN)}
 
 
 def test_fsdp_on_two_processes_matches_the_single_process_loss_curve(runs):
@@ -101,6 +106,46 @@ def test_a_single_process_checkpoint_resumes_under_fsdp(runs, cache_dir):
     print(f"single -> fsdp(2) resume: max |loss diff| {max(diffs.values()):.2e}")
     assert max(diffs.values()) < TOL, diffs
     assert (run / "checkpoints" / f"step-{2 * N}" / "dcp" / ".metadata").is_file()
+
+
+def test_an_asynchronous_checkpoint_commits_after_its_writes_and_resumes_like_a_synchronous_one(runs, cache_dir):
+    ckpts = runs["fsdp_async"] / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last", f"step-{N // 2}", f"step-{N}"]  # no .tmp-step-*
+    assert (ckpts / "last").resolve().name == f"step-{N}"
+    assert _losses(runs["fsdp_async"]) == _losses(runs["fsdp"])
+    written, reference = load_model(ckpts / f"step-{N}"), load_model(runs["fsdp"] / "checkpoints" / f"step-{N}")
+    assert all(torch.equal(written[k], reference[k]) for k in reference)
+    run = _resume_dir(runs["root"] / "async_to_single", ckpts / f"step-{N}")
+    _run([sys.executable, "-m", "plugformer", "train", *TINY, f"trainer.max_steps={N + 2}", "resume=true",
+          f"hydra.run.dir={run}"], run, cache_dir)
+    straight, resumed = _losses(runs["single"]), _losses(run)
+    assert sorted(resumed) == [N + 1, N + 2]
+    assert max(abs(straight[s] - resumed[s]) for s in resumed) < TOL
+
+
+def test_an_asynchronous_save_is_committed_only_once_its_future_completes():
+    from concurrent.futures import Future
+
+    from plugformer_parallel.group import ProcessGroupStrategy
+
+    strategy, commits = ProcessGroupStrategy(None), []
+    strategy.after_save(lambda: commits.append("sync"))  # nothing in flight: committed at once
+    assert commits == ["sync"]
+    future: Future = Future()
+    strategy._pending = (future, None)  # what write_shards leaves after dcp.async_save
+    strategy.after_save(lambda: commits.append("async"))
+    assert commits == ["sync"]  # still writing: not committed
+    future.set_result(None)
+    strategy.wait_for_save()
+    strategy.wait_for_save()  # idempotent
+    assert commits == ["sync", "async"]
+    failed: Future = Future()
+    strategy._pending = (failed, None)
+    strategy.after_save(lambda: commits.append("never"))
+    failed.set_exception(OSError("disk full"))
+    with pytest.raises(OSError, match="disk full"):
+        strategy.wait_for_save()
+    assert commits == ["sync", "async"]  # a failed write never commits
 
 
 def test_generate_and_consolidate_from_an_fsdp_checkpoint(runs, cache_dir, tmp_path):

@@ -4,6 +4,7 @@ that do not split."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -47,7 +48,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[str,
               f"trainer.save_every={N}", *args, f"hydra.run.dir={root / name}"], root, cache_dir)
         return root / name
 
-    return {"root": root, "single": train("single"), "tp": train("tp", "parallel=tp", launcher=TORCHRUN)}
+    return {"root": root, "single": train("single"), "tp": train("tp", "parallel=tp", launcher=TORCHRUN),
+            # sequence parallel (norms, dropout on sequence shards) + vocab parallel (embedding and head split
+            # by vocabulary rows) + 2 micro-batches, all in one run
+            "tp_options": train("tp_options", "parallel=tp", "parallel.sequence_parallel=true",
+                                "parallel.vocab_parallel=true", "trainer.grad_accum=2", "trainer.save_every=0",
+                                launcher=TORCHRUN),
+            "tp_dropout": train("tp_dropout", "parallel=tp", "model.dropout=0.1", "trainer.save_every=0",
+                                launcher=TORCHRUN)}
 
 
 def test_tp_on_two_processes_matches_the_single_process_loss_curve(runs):
@@ -56,6 +64,24 @@ def test_tp_on_two_processes_matches_the_single_process_loss_curve(runs):
     diffs = {s: abs(single[s] - tp[s]) for s in tp}
     print(f"tp(2) vs single: max |loss diff| {max(diffs.values()):.2e} over {2 * N} steps")
     assert max(diffs.values()) < TOL, diffs
+
+
+def test_sequence_and_vocab_parallel_with_accumulation_match_the_single_process_loss_curve(runs):
+    single, tp = _losses(runs["single"]), _losses(runs["tp_options"])
+    assert sorted(tp) == list(range(1, 2 * N + 1))
+    diffs = {s: abs(single[s] - tp[s]) for s in tp}
+    print(f"tp(2) + sequence_parallel + vocab_parallel + grad_accum=2 vs single: max |loss diff| "
+          f"{max(diffs.values()):.2e}")
+    assert max(diffs.values()) < TOL, diffs
+
+
+def test_tp_trains_with_dropout(runs):
+    # every rank of the replica draws the same masks (seeded per replica): the loss stays finite and falls;
+    # masks differ from one process's (whose attention dropout covers all heads at once), so no exact parity
+    losses = _losses(runs["tp_dropout"])
+    assert sorted(losses) == list(range(1, 2 * N + 1))
+    assert all(math.isfinite(v) for v in losses.values())
+    assert losses[2 * N] < losses[1] - 0.05, losses
 
 
 def test_tp_checkpoint_is_sharded_and_consolidated_in_the_usual_layout(runs):

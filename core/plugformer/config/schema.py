@@ -12,7 +12,7 @@ SCHEMA_VERSION = 1
 
 #: config groups whose option names a registry entry of the same family
 COMPONENT_GROUPS = ("tokenizer", "attention", "position", "norm", "mlp", "objective", "optimizer",
-                    "scheduler", "parallel", "data")
+                    "scheduler", "parallel", "data", "adapter", "quantizer")
 
 
 class Precision(str, Enum):
@@ -56,8 +56,9 @@ class TrainerConfig:
     save_every: int = 100  # 0: save only at the end
     keep_last: int = 2
     callbacks: list[str] = field(default_factory=lambda: ["progress", "metrics"])
-    # recompute each transformer block's activations in backward (less memory, ~1/3 more compute)
-    activation_checkpointing: bool = False
+    # recompute transformer blocks' activations in backward (less memory, ~1/3 more compute): true (every
+    # block), false, N (every N-th block: 0, N, 2N, ...) or a list of block indices
+    activation_checkpointing: Any = False
 
 
 @dataclass
@@ -83,6 +84,8 @@ class TrainConfig:
     scheduler: Any = MISSING
     parallel: Any = MISSING
     data: Any = MISSING
+    adapter: Any = MISSING  # model transform at Stage.ADAPT (LoRA, ...); `none` trains the full model
+    quantizer: Any = MISSING  # model transform at Stage.QUANTIZE (casts); `none` keeps fp32 weights
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     precision: Precision = Precision.fp32
@@ -100,6 +103,9 @@ class GenerateConfig:
     """``plugformer generate``: sample from a checkpoint directory."""
 
     checkpoint: str = MISSING
+    # an adapter directory (e.g. <checkpoint>/adapter) applied unmerged. On the command line it is
+    # spelled ``adapter=DIR``: ``adapter`` is also a config group of train, so the CLI renames it.
+    adapter_dir: Optional[str] = None
     prompt: str = ""
     max_new_tokens: int = 64
     temperature: float = 0.8  # 0: greedy
@@ -109,3 +115,43 @@ class GenerateConfig:
     device: str = "auto"
     precision: Precision = Precision.fp32
     num_samples: int = 1
+
+
+@dataclass
+class ChatTemplateConfig:
+    """How fine-tuning records become text (``template=plain|chatml`` presets, or set each key).
+    ``{content}`` in ``system``/``user`` is the message; an assistant turn is ``assistant_start`` +
+    content + ``assistant_end``, and the model learns content, ``assistant_end`` and the final eos."""
+
+    system: str = "{content}\n"
+    user: str = "{content}"
+    assistant_start: str = ""
+    assistant_end: str = ""
+
+
+@dataclass
+class FinetuneConfig:
+    """``plugformer finetune``: continue a checkpoint on records (``data``) with an ``objective``
+    (sft, distill, dpo, ...), fully or through an ``adapter``; exact match on the held-out split
+    before and after."""
+
+    schema_version: int = SCHEMA_VERSION
+    checkpoint: str = MISSING  # the plugformer checkpoint to start from (model + tokenizer)
+    objective: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    parallel: Any = MISSING
+    data: Any = MISSING  # a records source: a task (addition, reverse, ...) or jsonl (data=<file.jsonl>)
+    adapter: Any = MISSING
+    quantizer: Any = MISSING
+    template: ChatTemplateConfig = field(default_factory=ChatTemplateConfig)
+    packing: bool = False  # pack several records per row (attention is not reset between them)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval_examples: int = 200  # held-out records scored by exact match (greedy decoding)
+    max_new_tokens: int = 32  # longest greedy completion when scoring
+    keep_sparsity: bool = True  # a pruned checkpoint's zero weights stay zero (their gradients are masked)
+    precision: Precision = Precision.fp32
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    threads: Optional[int] = None

@@ -37,6 +37,7 @@ def validate_train(cfg: DictConfig, registries: Registries) -> dict[str, Entry]:
     except ConfigError as exc:
         problems.append(str(exc))
     problems += _check_capabilities(entries, device, registries, layer_attention)
+    problems += _check_transform_groups(entries, registries)
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
     return entries
@@ -142,4 +143,27 @@ def _check_capabilities(entries: dict[str, Entry], device: str, registries: Regi
                 problems.append(f"{family} '{entry.name}' needs attention with {need}, which attention "
                                 f"'{attention.name}' lacks (these have it: {', '.join(works) or 'none'})")
     return problems
+
+
+def _check_transform_groups(entries: dict[str, Entry], registries: Registries) -> list[str]:
+    """An adapter must list the parallel strategy (capability ``parallel``); a quantizer in training must
+    leave trainable weights (capability ``training``) and list the chosen adapter (capability ``adapters``)."""
+    quantizer, adapter, parallel = entries.get("quantizer"), entries.get("adapter"), entries.get("parallel")
+    strategies = adapter.capabilities.get("parallel") if adapter is not None else None
+    if parallel is not None and strategies is not None and parallel.name not in strategies:
+        return [(f"adapter '{adapter.name}' does not compose with parallel '{parallel.name}' (it composes with: "
+                 f"{', '.join(strategies)}; see `plugformer plugins --family adapter --capabilities`)")]
+    if quantizer is None:
+        return []
+    caps = quantizer.capabilities
+    if caps.get("training") is False:
+        works = [e.name for e in registries.quantizer if e.capabilities.get("training")]
+        return [(f"quantizer '{quantizer.name}' makes weights that cannot be trained (these can: "
+                 f"{', '.join(works) or 'none'}); quantize after training with `plugformer quantize "
+                 f"checkpoint=... quantizer={quantizer.name} out=...`, or train adapter=qlora on a 4-bit base")]
+    allowed = caps.get("adapters")
+    if adapter is not None and allowed is not None and adapter.name not in allowed:
+        return [(f"quantizer '{quantizer.name}' does not compose with adapter '{adapter.name}' "
+                 f"(it composes with: {', '.join(allowed) or 'no adapter'})")]
+    return []
 

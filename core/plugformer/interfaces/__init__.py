@@ -8,17 +8,23 @@ from plugformer.interfaces.callback import CallbackFactory
 from plugformer.interfaces.data import SPLITS, TextSource
 from plugformer.interfaces.dims import ModelDims
 from plugformer.interfaces.layers import MLPFactory, NormFactory
-from plugformer.interfaces.objective import Objective, ObjectiveOutput
+from plugformer.interfaces.objective import (
+    Objective,
+    ObjectiveOutput,
+    PreferenceBatch,
+    SupervisedBatch,
+)
 from plugformer.interfaces.optim import OptimizerFactory, SchedulerFactory, param_groups
 from plugformer.interfaces.parallel import ParallelStrategy, resolve_device
 from plugformer.interfaces.position import PositionEncoding, Positions
 from plugformer.interfaces.server import Server
 from plugformer.interfaces.tokenizer import Tokenizer
-from plugformer.interfaces.transform import ModelTransform, Stage
+from plugformer.interfaces.transform import Adapter, ModelTransform, Quantizer, Stage
 
 __all__ = [
-    "SPLITS", "Attention", "CallbackFactory", "DecodeCache", "KVCache", "MLPFactory", "ModelDims",
+    "SPLITS", "Adapter", "Attention", "CallbackFactory", "DecodeCache", "KVCache", "MLPFactory", "ModelDims",
     "ModelTransform", "NormFactory", "Objective", "ObjectiveOutput", "OptimizerFactory",
-    "ParallelStrategy", "PositionEncoding", "Positions", "SchedulerFactory", "Server", "Stage", "TextSource",
+    "ParallelStrategy", "PositionEncoding", "Positions", "PreferenceBatch", "Quantizer", "SchedulerFactory", "Server", "Stage",
+    "SupervisedBatch", "TextSource",
     "Tokenizer", "causal_mask", "param_groups", "resolve_device",
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,12 @@ class ParallelStrategy(ABC):
        torchrun's environment if distributed; return this rank's ``torch.device``.
     2. :meth:`transforms`: model transforms this strategy contributes to the ordered pipeline (tensor
        parallel at ``Stage.SHARD``, DDP/FSDP wrappers at ``Stage.WRAP``).
-    3. per step: the global batch is split by :attr:`dp_rank`/:attr:`dp_size`; :meth:`no_sync` wraps
-       the backward of every micro-batch but the last; metrics go through :meth:`reduce_mean`.
-    4. :meth:`save` / :meth:`load` for checkpoints, :meth:`teardown` at the end.
+    3. :meth:`prepare` once the optimizer and scheduler exist (an engine such as DeepSpeed takes both).
+       Per step: the global batch is split by :attr:`dp_rank`/:attr:`dp_size`; :meth:`no_sync` wraps
+       the forward/:meth:`backward` of every micro-batch but the last; :meth:`optimizer_step` clips and
+       steps; metrics go through :meth:`reduce_mean`.
+    4. :meth:`save` / :meth:`load` for checkpoints (:meth:`after_save` / :meth:`wait_for_save` commit a
+       save that finishes in the background), :meth:`teardown` at the end.
 
     The defaults describe one process holding the whole model; distributed strategies override them.
     """
@@ -76,6 +79,25 @@ class ParallelStrategy(ABC):
         """Context for micro-batches whose gradients must not be synchronised yet."""
         return contextlib.nullcontext()
 
+    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, batch_size: int, grad_accum: int,
+                grad_clip: float) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """Hand the transformed model and its (already scheduled) optimizer to an engine that owns them
+        both (DeepSpeed); returns what the trainer then uses. Unchanged here."""
+        return model, optimizer
+
+    def backward(self, loss: Tensor, model: nn.Module) -> None:
+        """Back-propagate one micro-batch's (already grad_accum-scaled) loss."""
+        loss.backward()
+
+    def optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float) -> None:
+        """Clip gradients to the global norm ``grad_clip`` (0: no clipping), step and zero them."""
+        if grad_clip > 0:
+            # over the transformed model's own parameters: wrappers (DDP) hold the same ones, and
+            # sharded ones (FSDP2 DTensors) are clipped by their global norm
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
     def reduce_mean(self, value: Tensor) -> Tensor:
         """Mean of ``value`` over data-parallel ranks (identity for one process)."""
         return value
@@ -90,6 +112,16 @@ class ParallelStrategy(ABC):
         if self.is_main:
             save_model(directory, self.unwrap(model).state_dict())
             save_state(directory, "optimizer", optimizer.state_dict())
+
+    def after_save(self, commit: Callable[[], None]) -> None:
+        """Run ``commit`` (every rank: the rename making the checkpoint complete) once what :meth:`save`
+        started is on disk: at once here; a strategy that saves asynchronously defers it to
+        :meth:`wait_for_save`."""
+        commit()
+
+    def wait_for_save(self) -> None:
+        """Wait for an asynchronous save still writing and run its commit (every rank calls it at the same
+        points: before the next save and at the end of training). Nothing to wait for here."""
 
     def load(self, directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
         """Restore what :meth:`save` wrote, on every rank."""

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 
@@ -35,6 +37,58 @@ class ModelTransform(ABC):
     def apply(self, model: nn.Module) -> nn.Module:
         """Transform ``model`` (in place or by wrapping) and return the result."""
 
+    def save_artifacts(self, directory: Path) -> None:
+        """Write files this transform adds to a checkpoint (next to ``model.safetensors``) into
+        ``directory``, after :meth:`apply`. Most transforms add none; adapters write their own format.
+
+        Called on every rank (so sharded weights can be gathered collectively); only the main rank
+        (``torch.distributed`` rank 0, or the only process) writes."""
+
     @property
     def name(self) -> str:
         return type(self).__name__
+
+
+class Adapter(ModelTransform):
+    """A parameter-efficient adapter (family ``adapter``): :meth:`apply` freezes the base model and adds
+    trainable weights, so the optimizer sees only those (``requires_grad``).
+
+    Beyond :meth:`apply` an adapter saves itself in its library's own format (:meth:`save_artifacts`
+    writes ``ADAPTER_DIR`` inside a checkpoint), loads such a directory onto a plain model
+    (:meth:`load_adapter`, for ``generate checkpoint=BASE adapter=DIR``) and folds itself into the base
+    weights (:meth:`merge`, for ``plugformer merge``).
+    """
+
+    stage = Stage.ADAPT
+    ADAPTER_DIR = "adapter"  # the subdirectory of a checkpoint holding the adapter's own files
+
+    @classmethod
+    @abstractmethod
+    def load_adapter(cls, model: nn.Module, directory: Path) -> nn.Module:
+        """``model`` (plain, full-precision base weights loaded) with the adapter saved in ``directory``."""
+
+    @staticmethod
+    @abstractmethod
+    def merge(model: nn.Module) -> nn.Module:
+        """The plain model with the adapter folded into its weights (same state-dict keys as the base)."""
+
+
+class Quantizer(ModelTransform):
+    """Replaces weights by a lower-precision representation (family ``quantizer``).
+
+    :meth:`apply` quantizes a full-precision model in place. A quantized checkpoint
+    (``plugformer quantize``) holds :meth:`quantized_state`'s plain tensors and JSON-able metadata;
+    :meth:`load_quantized` rebuilds the quantized model from them on a freshly built full-precision
+    model of the same config, without needing the original weights.
+    """
+
+    stage = Stage.QUANTIZE
+
+    @abstractmethod
+    def quantized_state(self, model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """(plain tensors for safetensors, string metadata) describing the quantized ``model``."""
+
+    @abstractmethod
+    def load_quantized(self, model: nn.Module, tensors: dict[str, torch.Tensor],
+                       metadata: dict[str, str]) -> nn.Module:
+        """``model`` (built from the checkpoint's config) made quantized, holding the saved weights."""

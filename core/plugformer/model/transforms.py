@@ -3,8 +3,9 @@ checkpointing → compile → data-parallel wrapper (see :class:`plugformer.inte
 
 Two transforms are core features chosen by config rather than plugins:
 
-* :class:`ActivationCheckpointing` (``trainer.activation_checkpointing=true``) recomputes each block's
-  activations in backward (``torch.utils.checkpoint``, non-reentrant);
+* :class:`ActivationCheckpointing` (``trainer.activation_checkpointing=true``, or ``N`` for every N-th
+  block, or a list of block indices) recomputes the chosen blocks' activations in backward
+  (``torch.utils.checkpoint``, non-reentrant);
 * :class:`CompileBlocks` (``compile=true``, ``compile_backend=...``) runs each block's forward through
   ``torch.compile``.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -35,13 +36,32 @@ def apply_transforms(model: nn.Module, transforms: list[ModelTransform]) -> nn.M
     return model
 
 
-def config_transforms(cfg: Any) -> list[ModelTransform]:
-    """The core transforms a train config switches on (the strategy adds its own after these)."""
-    out: list[ModelTransform] = []
-    if cfg.trainer.get("activation_checkpointing", False):
-        out.append(ActivationCheckpointing())
+def config_transforms(cfg: Any, registries: Any = None) -> list[ModelTransform]:
+    """The transforms a train config switches on (the strategy adds its own after these): with
+    ``registries``, the ``adapter`` and ``quantizer`` components it names (``none`` adds nothing), then
+    the core's own (activation checkpointing, compile)."""
+    out: list[ModelTransform] = component_transforms(cfg, registries) if registries is not None else []
+    chosen = checkpointed_blocks(cfg.trainer.get("activation_checkpointing", False), int(cfg.model.n_layers))
+    if chosen:
+        out.append(ActivationCheckpointing(None if len(chosen) == cfg.model.n_layers else chosen))
     if cfg.get("compile", False):
         out.append(CompileBlocks(cfg.get("compile_backend", "inductor")))
+    return out
+
+
+TRANSFORM_GROUPS = ("adapter", "quantizer")  # config groups whose component is a ModelTransform
+
+
+def component_transforms(cfg: Any, registries: Any) -> list[ModelTransform]:
+    """The ``adapter`` and ``quantizer`` transforms ``cfg`` names, built through the registries
+    (a config without those groups, e.g. a checkpoint from before they existed, has none)."""
+    from plugformer.build import build
+
+    out: list[ModelTransform] = []
+    for group in TRANSFORM_GROUPS:
+        node = cfg.get(group)
+        if node is not None and node.get("name", "none") != "none":
+            out.append(build(registries, group, node))
     return out
 
 
@@ -74,11 +94,49 @@ def _give_forward(module: nn.Module, tag: str, make_forward: Callable[[Callable[
     module.__class__ = cache[cls]
 
 
+AC_KEY = "trainer.activation_checkpointing"
+AC_CHOICES = "true (every block), false, N (every N-th block: 0, N, 2N, ...) or a list of block indices"
+
+
+def checkpointed_blocks(setting: Any, n_blocks: int) -> list[int]:
+    """The block indices ``trainer.activation_checkpointing`` selects (sorted, negatives counted from the
+    end), or a one-line :class:`ConfigError` naming the bad value and what is accepted."""
+    if setting is None or isinstance(setting, bool):
+        return list(range(n_blocks)) if setting else []
+    if isinstance(setting, int):
+        if setting < 1:
+            raise ConfigError(f"{AC_KEY}={setting}: every N-th block needs N >= 1 (or false); choose {AC_CHOICES}")
+        return list(range(0, n_blocks, setting))
+    if isinstance(setting, Sequence) and not isinstance(setting, str):
+        chosen = set()
+        for item in setting:
+            if isinstance(item, bool) or not isinstance(item, int) or not -n_blocks <= item < n_blocks:
+                raise ConfigError(f"{AC_KEY}: {item!r} is not a block index of this {n_blocks}-block model "
+                                  f"(valid: {-n_blocks} .. {n_blocks - 1})")
+            chosen.add(item % n_blocks)
+        return sorted(chosen)
+    raise ConfigError(f"{AC_KEY}={setting!r} is not one of: {AC_CHOICES}")
+
+
+def activation_checkpointing_problem(cfg: Any) -> str | None:
+    """Why ``trainer.activation_checkpointing`` cannot be honoured for ``cfg``'s model, or None."""
+    try:
+        checkpointed_blocks(cfg.trainer.get("activation_checkpointing", False), int(cfg.model.n_layers))
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 class ActivationCheckpointing(ModelTransform):
-    """Each block keeps only its inputs in forward and recomputes its activations in backward
-    (non-reentrant ``torch.utils.checkpoint``; dropout masks are replayed from the saved RNG state)."""
+    """The chosen blocks (all, or the indices in ``blocks``) keep only their inputs in forward and
+    recompute their activations in backward (non-reentrant ``torch.utils.checkpoint``; dropout masks
+    are replayed from the saved RNG state). Fewer blocks: less recomputation, more memory."""
 
     stage = Stage.CHECKPOINT_ACTIVATIONS
+
+    def __init__(self, blocks: list[int] | None = None):
+        super().__init__({"blocks": blocks})
+        self.blocks = blocks
 
     def apply(self, model: nn.Module) -> nn.Module:
         def make_forward(inner: Callable[..., Any]) -> Callable[..., Any]:
@@ -88,8 +146,9 @@ class ActivationCheckpointing(ModelTransform):
                 return torch.utils.checkpoint.checkpoint(inner, self, *args, use_reentrant=False, **kwargs)
             return forward
 
-        for block in transformer_blocks(model):
-            _give_forward(block, "Checkpointed", make_forward, _CHECKPOINTED, "_plugformer_checkpointed")
+        blocks = transformer_blocks(model)
+        for i in range(len(blocks)) if self.blocks is None else checkpointed_blocks(list(self.blocks), len(blocks)):
+            _give_forward(blocks[i], "Checkpointed", make_forward, _CHECKPOINTED, "_plugformer_checkpointed")
         return model
 
 
@@ -141,5 +200,6 @@ def compile_problem(backend: str, device: str = "cpu") -> str | None:
     return None
 
 
-__all__ = ["ActivationCheckpointing", "CompileBlocks", "apply_transforms", "compile_problem", "config_transforms",
+__all__ = ["TRANSFORM_GROUPS", "ActivationCheckpointing", "CompileBlocks", "activation_checkpointing_problem",
+           "apply_transforms", "checkpointed_blocks", "compile_problem", "component_transforms", "config_transforms",
            "transformer_blocks"]

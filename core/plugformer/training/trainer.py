@@ -47,7 +47,9 @@ class Trainer:
     """One training run. Built pieces are plain attributes; :meth:`fit` runs the loop."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, host: PluginHost, strategy: ParallelStrategy,
-                 device: torch.device):
+                 device: torch.device, data: Any = None, model: torch.nn.Module | None = None):
+        """``data`` and ``model`` replace what ``cfg`` would build (fine-tuning passes records data, see
+        :class:`plugformer.training.supervised.SupervisedData`, and a model loaded from a checkpoint)."""
         self.cfg, self.run_dir, self.host, self.strategy, self.device = cfg, run_dir, host, strategy, device
         registries = host.registries
         t = cfg.trainer
@@ -57,16 +59,23 @@ class Trainer:
         self.rows_per_rank = t.batch_size // strategy.dp_size
         self.ckpts = CheckpointDir(run_dir / "checkpoints", t.keep_last)
         resume_from = self.ckpts.last if cfg.resume else None
-        self.data = TrainingData(cfg, registries, strategy, resume_from)
+        self.data = data if data is not None else TrainingData(cfg, registries, strategy, resume_from)
         self.tokenizer = self.data.tokenizer
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg, registries, self.tokenizer.vocab_size).to(device)
+        model = (model if model is not None else build_model(cfg, registries, self.tokenizer.vocab_size)).to(device)
         self.n_params = sum(p.numel() for p in model.parameters())
         # the config's transforms (activation checkpointing, compile) and the strategy's (TP, DDP/FSDP
         # wrappers), ordered by stage; the optimizer is built after, over the transformed parameters
-        self.model = apply_transforms(model, [*config_transforms(cfg), *strategy.transforms()])
+        self.transforms = [*config_transforms(cfg, registries), *strategy.transforms()]
+        self.model = apply_transforms(model, self.transforms)
+        # an adapter freezes the base: the optimizer (and the summary) count only what trains
+        self.n_trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.optimizer = build(registries, "optimizer", cfg.optimizer, self.model)
         self.scheduler = build(registries, "scheduler", cfg.scheduler, self.optimizer, t.max_steps)
+        # an engine owning backward and step (DeepSpeed) takes the model and optimizer here; the scheduler
+        # keeps driving the learning rate of the optimizer's param groups
+        self.model, self.optimizer = strategy.prepare(self.model, self.optimizer, batch_size=t.batch_size,
+                                                      grad_accum=t.grad_accum, grad_clip=t.grad_clip)
         self.objective = build(registries, "objective", cfg.objective, self.tokenizer)
         self.step = self._restore(resume_from) if resume_from else 0
         self._metric_sums: dict[str, torch.Tensor] = {}  # objective metrics since the last log step
@@ -118,10 +127,11 @@ class Trainer:
                 eval_metrics = self.evaluate()
                 hook.plugformer_evaluate(run=self.run, step=self.step, metrics=eval_metrics)
             if (t.save_every and self.step % t.save_every == 0) or final:
-                path = self.save()
-                hook.plugformer_checkpoint_saved(run=self.run, step=self.step, path=path)
+                self.save()  # plugformer_checkpoint_saved fires once it is committed (see _commit)
+        self.strategy.wait_for_save()  # an asynchronous save still writing commits before the summary
         wall = time.perf_counter() - start_time
-        summary = {"step": self.step, **metrics, **eval_metrics, "params": self.n_params, "wall_s": wall,
+        summary = {"step": self.step, **metrics, **eval_metrics, "params": self.n_params,
+                   "trainable_params": self.n_trainable, "wall_s": wall,
                    "tokens_per_s_mean": (self.step - start_step) * self.run.tokens_per_step / max(wall, 1e-9),
                    "peak_memory_mb": self._peak_memory_mb()}
         summary.pop("tokens_per_s", None)
@@ -132,7 +142,8 @@ class Trainer:
     def train_step(self) -> torch.Tensor:
         """One optimizer step over this rank's share of the global batch; returns the detached loss."""
         t = self.cfg.trainer
-        torch.manual_seed(step_seed(self.cfg.seed, self.step, self.strategy.rank))
+        # per replica, not per rank: the tensor-parallel ranks of one replica draw the same dropout masks
+        torch.manual_seed(step_seed(self.cfg.seed, self.step, self.strategy.dp_rank))
         batch = self.data.train_batch(self.step, self.rows_per_rank).to(self.device, non_blocking=True)
         self.model.train()
         total = torch.zeros((), device=self.device)
@@ -143,18 +154,13 @@ class Trainer:
                 with autocast(self.device, self.cfg.precision):
                     out = self.objective(self.model, micro)
                     loss = out.loss / len(micro_batches)
-                loss.backward()
+                self.strategy.backward(loss, self.model)
             total += loss.detach()
             for name, value in out.metrics.items():
                 share = value.detach().float() / len(micro_batches)
                 self._metric_sums[name] = self._metric_sums.get(name, 0.0) + share
-        if t.grad_clip > 0:
-            # over the transformed model's own parameters: wrappers (DDP) hold the same ones, and
-            # sharded ones (FSDP2 DTensors) are clipped by their global norm
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-        self.optimizer.step()
+        self.strategy.optimizer_step(self.model, self.optimizer, t.grad_clip)  # clip, step, zero the grads
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         return total
 
     @torch.no_grad()
@@ -170,11 +176,16 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
             count += 1
         val = {f"val_{k}": self.strategy.reduce_mean(v / max(count, 1)).item() for k, v in sums.items()}
+        if hasattr(self.data, "evaluate"):  # data-specific scores (records: held-out exact match)
+            val.update({f"val_{k}": v for k, v in self.data.evaluate(self.model).items()})
         return {**val, "val_perplexity": math.exp(min(val["val_loss"], 50.0))}
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save(self) -> Path:
-        """Write ``checkpoints/step-N`` atomically through the strategy and point ``last`` at it."""
+        """Write ``checkpoints/step-N`` atomically through the strategy and point ``last`` at it. A strategy
+        saving asynchronously commits it (rename, ``last``) once its writes are done: at its next save or
+        the end of training, so a crash before then keeps the previous checkpoint."""
+        self.strategy.wait_for_save()
         main = self.strategy.is_main
         if main:
             self.ckpts.begin(self.step)
@@ -189,10 +200,17 @@ class Trainer:
             write_json(tmp / "plugins.json", self.host.manifest())
             (tmp / "tokenizer").mkdir()
             self.tokenizer.save(tmp / "tokenizer")
+        for transform in self.transforms:  # an adapter's own files, inside tmp (still atomic); every rank
+            transform.save_artifacts(tmp)  # calls it (sharded weights are gathered), the main rank writes
+        step = self.step
+        self.strategy.after_save(lambda: self._commit(step))
+        return self.ckpts.step_dir(step)
+
+    def _commit(self, step: int) -> None:
         self.strategy.barrier()
-        final = self.ckpts.commit(self.step) if main else self.ckpts.step_dir(self.step)
+        final = self.ckpts.commit(step) if self.strategy.is_main else self.ckpts.step_dir(step)
         self.strategy.barrier()
-        return final
+        self.host.hook.plugformer_checkpoint_saved(run=self.run, step=step, path=final)
 
     def _restore(self, directory: Path) -> int:
         self.strategy.load(directory, self.model, self.optimizer)
