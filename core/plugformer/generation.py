@@ -7,16 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor
 
-from plugformer.build import component_config
-from plugformer.checkpoint import load_model
-from plugformer.errors import ConfigError
-from plugformer.interfaces import Tokenizer, resolve_device
-from plugformer.model import Transformer, build_model
-from plugformer.registry import Registries
+from plugformer.inference import check_checkpoint_dir, load_model_for_inference  # noqa: F401 (re-exported)
+from plugformer.interfaces import Tokenizer
+from plugformer.model import Transformer
 from plugformer.precision import autocast
+from plugformer.registry import Registries
 
 
 @dataclass
@@ -43,19 +40,6 @@ def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Ten
     return logits
 
 
-def check_checkpoint_dir(path: str | Path) -> Path:
-    """``path`` as a Path if it holds what generation reads, else a one-line :class:`ConfigError`."""
-    path = Path(path)
-    if not (path / "config.yaml").is_file():
-        raise ConfigError(f"checkpoint '{path}' is not a plugformer checkpoint directory (expected config.yaml "
-                          "and model.safetensors in it, e.g. <run dir>/checkpoints/last)")
-    if not (path / "model.safetensors").is_file():
-        hint = " (it holds sharded dcp/ weights: run `plugformer consolidate checkpoint=...` first)" \
-            if (path / "dcp").is_dir() else ""
-        raise ConfigError(f"checkpoint '{path}' has no model.safetensors{hint}")
-    return path
-
-
 class Generator:
     """A model and its tokenizer, ready to continue prompts."""
 
@@ -64,16 +48,12 @@ class Generator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, registries: Registries, device: str = "auto",
-                        precision: str = "fp32") -> Generator:
-        """Load ``path`` (a ``checkpoints/step-N`` or ``last`` directory) written by the trainer."""
-        path = check_checkpoint_dir(path)
-        cfg = OmegaConf.load(path / "config.yaml")
-        entry = registries.tokenizer.get(cfg.tokenizer.name)
-        tokenizer = entry.load().load(component_config(entry, cfg.tokenizer), path / "tokenizer")
-        dev = torch.device(resolve_device(device))
-        model = build_model(cfg, registries, tokenizer.vocab_size)
-        model.load_state_dict(load_model(path))
-        return cls(model.to(dev), tokenizer, dev, precision)
+                        precision: str = "fp32", adapter: str | Path | None = None) -> Generator:
+        """Load ``path`` (a ``checkpoints/step-N`` or ``last`` directory written by the trainer, or a merged
+        or quantized checkpoint) through :func:`plugformer.inference.load_model_for_inference`, with the
+        adapter directory ``adapter`` applied unmerged when given."""
+        loaded = load_model_for_inference(path, registries, adapter=adapter, device=device)
+        return cls(loaded.model, loaded.tokenizer, loaded.device, precision)
 
     @torch.no_grad()
     def generate_ids(self, prompt: list[int], sampling: Sampling, use_cache: bool = True) -> list[int]:
