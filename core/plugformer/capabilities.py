@@ -22,6 +22,7 @@ key                       families    meaning
 ``extrapolates``          position    works beyond ``max_seq_len``
 ``relative``              position    q·k scores / bias depend only on the distance m - n
 ``causal`` (objective)    objective   True: decoder (causal attention); False: encoder
+``batches``               objective   what it trains on: ``["windows"]`` (default), ``["preference"]`` (pairs)
 ``lossless``              tokenizer   decode(encode(text)) == text for any UTF-8 text
 ``tensor_parallel``       layers      how it shards under tensor parallelism
 ========================  ==========  =============================================================

@@ -26,3 +26,12 @@ class TextSource(ABC):
     @abstractmethod
     def fingerprint(self) -> str:
         """A short stable string identifying the documents (paths, sizes, mtimes, caps)."""
+
+    #: True for sources of structured records (fine-tuning data): they implement :meth:`records`
+    has_records: bool = False
+
+    def records(self, split: str) -> Iterator[dict[str, Any]]:
+        """Yield the structured records of ``split`` for supervised fine-tuning, one dict each:
+        ``{"prompt", "response"}``, chat ``{"messages": [{"role", "content"}, ...]}``, or preference
+        pairs ``{"prompt", "chosen", "rejected"}``. Only sources with :attr:`has_records` have them."""
+        raise NotImplementedError(f"{type(self).__name__} yields documents, not records")

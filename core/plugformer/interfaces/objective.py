@@ -5,6 +5,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 
@@ -31,4 +32,51 @@ class Objective(ABC):
 
     @abstractmethod
     def __call__(self, model: nn.Module, tokens: Tensor) -> ObjectiveOutput:
-        """Run the model on the batch and return the loss (mean over predicted tokens)."""
+        """Run the model on the batch and return the loss (mean over predicted tokens).
+
+        ``tokens`` is a plain tensor of windows for text sources; record sources (supervised
+        fine-tuning) hand a :class:`SupervisedBatch` or a :class:`PreferenceBatch` instead."""
+
+
+@dataclass
+class SupervisedBatch:
+    """Token rows whose loss counts only where :attr:`loss_mask` is True (the responses).
+
+    ``tokens`` (B, T + 1) int64 are padded on the right; ``loss_mask`` (B, T) bool marks the targets
+    ``tokens[:, 1:]`` to learn (False on prompt tokens and padding). Like a tensor, it moves with
+    :meth:`to` and splits into micro-batches with :meth:`chunk`, so the trainer handles both alike.
+    """
+
+    tokens: Tensor
+    loss_mask: Tensor
+
+    def to(self, device: Any, non_blocking: bool = False) -> SupervisedBatch:
+        return SupervisedBatch(self.tokens.to(device, non_blocking=non_blocking),
+                               self.loss_mask.to(device, non_blocking=non_blocking))
+
+    def chunk(self, n: int) -> list[SupervisedBatch]:
+        return [SupervisedBatch(t, m) for t, m in zip(self.tokens.chunk(n), self.loss_mask.chunk(n))]
+
+    def targets(self, ignore_index: int = -100) -> Tensor:
+        """``tokens[:, 1:]`` with ``ignore_index`` wherever the loss does not count (B, T)."""
+        return self.tokens[:, 1:].masked_fill(~self.loss_mask, ignore_index)
+
+    @classmethod
+    def unmasked(cls, tokens: Tensor) -> SupervisedBatch:
+        """Plain windows: every target counts (causal LM)."""
+        return cls(tokens, torch.ones_like(tokens[:, 1:], dtype=torch.bool))
+
+
+@dataclass
+class PreferenceBatch:
+    """Preference pairs for the same prompts: row ``i`` of :attr:`chosen` is preferred to row ``i`` of
+    :attr:`rejected`; each masks its prompt so only the response tokens are scored."""
+
+    chosen: SupervisedBatch
+    rejected: SupervisedBatch
+
+    def to(self, device: Any, non_blocking: bool = False) -> PreferenceBatch:
+        return PreferenceBatch(self.chosen.to(device, non_blocking), self.rejected.to(device, non_blocking))
+
+    def chunk(self, n: int) -> list[PreferenceBatch]:
+        return [PreferenceBatch(c, r) for c, r in zip(self.chosen.chunk(n), self.rejected.chunk(n))]

@@ -1,4 +1,5 @@
-"""Objective contract: ``Cls(config, tokenizer)`` turns a (B, seq_len + 1) int64 batch into a scalar,
+"""Objective contract: ``Cls(config, tokenizer)`` turns a (B, seq_len + 1) int64 batch (or, for objectives
+declaring ``batches: ["preference"]``, a :class:`PreferenceBatch` of such rows) into a scalar,
 finite, differentiable loss with detached metrics; its ``causal`` flag matches its declaration; and a
 few optimizer steps on one batch lower the loss. Runs on a kit-local tiny model and tokenizer (with
 ``<pad>``, ``<mask>`` and ``<eos>`` ids, so masked-LM objectives work too)."""
@@ -7,7 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from plugformer.interfaces import Objective, ObjectiveOutput
+from plugformer.interfaces import (
+    Objective,
+    ObjectiveOutput,
+    PreferenceBatch,
+    SupervisedBatch,
+)
 from plugformer.registry import Entry
 from plugformer.testing.construct import build, devices, label
 from plugformer.testing.toy import ToyTokenizer, language_model, token_batch
@@ -17,6 +23,19 @@ contract = pytest.mark.plugformer_contract
 
 def objective(entry: Entry) -> Objective:
     return build(entry, ToyTokenizer(None))
+
+
+def batch_for(entry: Entry, device: str):
+    """Token windows, or preference pairs (the same prompts with two different continuations, only the
+    continuations scored) for objectives that declare ``batches: ["preference"]``."""
+    tokens = token_batch(28, device)
+    if "windows" in entry.capabilities.get("batches", ["windows"]):
+        return tokens
+    mask = torch.zeros_like(tokens[:, 1:], dtype=torch.bool)
+    mask[:, tokens.shape[1] // 2:] = True
+    rejected = tokens.clone()
+    rejected[:, tokens.shape[1] // 2 + 1:] = tokens[:, tokens.shape[1] // 2 + 1:].flip(1)
+    return PreferenceBatch(SupervisedBatch(tokens, mask), SupervisedBatch(rejected, mask))
 
 
 @contract("objective")
@@ -34,7 +53,7 @@ def test_loss_is_a_finite_differentiable_scalar(entry: Entry) -> None:
         obj = objective(entry)
         model = language_model(ToyTokenizer(None).vocab_size, obj.causal, device=device)
         torch.manual_seed(0)
-        out = obj(model, token_batch(28, device))
+        out = obj(model, batch_for(entry, device))
         what = label(entry, device=device)
         assert isinstance(out, ObjectiveOutput), f"{what}: returns {type(out).__name__}, not ObjectiveOutput"
         assert out.loss.ndim == 0 and out.loss.is_floating_point(), f"{what}: loss {tuple(out.loss.shape)}"
@@ -53,7 +72,7 @@ def test_a_few_steps_lower_the_loss(entry: Entry) -> None:
         obj = objective(entry)
         model = language_model(ToyTokenizer(None).vocab_size, obj.causal, device=device)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-        batch, losses = token_batch(28, device), []
+        batch, losses = batch_for(entry, device), []
         for step in range(25):
             torch.manual_seed(step)  # objectives that sample (masking) draw the same way in both runs
             loss = obj(model, batch).loss
