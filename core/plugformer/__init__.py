@@ -10,15 +10,15 @@ from plugformer.errors import (
     UnknownComponentError,
 )
 from plugformer.hookspecs import hookimpl
-from plugformer.plugins import get_registries, load_plugins
+from plugformer.plugins import PLUGIN_API_VERSION, get_registries, load_plugins
 from plugformer.registry import FAMILIES, Entry, Registries, Registry
 from plugformer.run import RunInfo
 
 __version__ = "0.1.0"
-API_VERSION = 1
+API_VERSION = PLUGIN_API_VERSION[0]  # the plugin API's major version (see plugformer.plugins)
 
 __all__ = [
-    "API_VERSION", "FAMILIES", "ConfigError", "DuplicateComponentError", "Entry", "PlugformerError",
-    "PluginLoadError", "Registries", "Registry", "RunInfo", "UnavailableError", "UnknownComponentError",
-    "__version__", "get_registries", "hookimpl", "load_plugins",
+    "API_VERSION", "FAMILIES", "PLUGIN_API_VERSION", "ConfigError", "DuplicateComponentError", "Entry",
+    "PlugformerError", "PluginLoadError", "Registries", "Registry", "RunInfo", "UnavailableError",
+    "UnknownComponentError", "__version__", "get_registries", "hookimpl", "load_plugins",
 ]

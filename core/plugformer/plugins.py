@@ -9,6 +9,11 @@ launcher worker sees the same ones:
 - ``PLUGFORMER_PLUGINS=a,b``: allow list (entry-point or distribution names);
 - ``PLUGFORMER_BLOCK_PLUGINS=c,d``: block list;
 - ``PLUGFORMER_STRICT_PLUGINS=1``: any load failure is an error.
+
+Plugin API version: the interfaces, hooks and registry calls a plugin may use carry
+:data:`PLUGIN_API_VERSION` (major, minor). A plugin module declares the version it targets as
+``plugformer_api = "MAJOR.MINOR"``; one built for another major, or for a newer minor than this core
+provides, is refused at load (recorded as failed, naming the package, its target and the core's version).
 """
 from __future__ import annotations
 
@@ -29,6 +34,47 @@ ENV_DISABLE_AUTOLOAD = "PLUGFORMER_DISABLE_PLUGIN_AUTOLOAD"
 ENV_ALLOW = "PLUGFORMER_PLUGINS"
 ENV_BLOCK = "PLUGFORMER_BLOCK_PLUGINS"
 ENV_STRICT = "PLUGFORMER_STRICT_PLUGINS"
+
+#: (major, minor) of the plugin API this core provides: a major bump breaks plugins, a minor one adds to it
+PLUGIN_API_VERSION: tuple[int, int] = (1, 0)
+#: the plugin-module attribute declaring the API version a plugin targets, e.g. ``plugformer_api = "1.0"``
+API_ATTRIBUTE = "plugformer_api"
+
+
+def parse_api_version(value: object) -> tuple[int, int]:
+    """``"1"``, ``"1.0"``, ``1`` or ``(1, 0)`` → ``(1, 0)``; anything else is a :class:`PluginLoadError`."""
+    parts = value if isinstance(value, tuple) else str(value).strip().split(".")
+    try:
+        numbers = [int(p) for p in parts]
+    except (TypeError, ValueError):
+        numbers = []
+    if not 1 <= len(numbers) <= 2 or min(numbers) < 0:
+        raise PluginLoadError(f"{API_ATTRIBUTE} = {value!r} is not a plugin API version (write it as "
+                              f"\"MAJOR.MINOR\", e.g. \"{PLUGIN_API_VERSION[0]}.{PLUGIN_API_VERSION[1]}\")")
+    return numbers[0], numbers[1] if len(numbers) == 2 else 0
+
+
+def api_text(version: tuple[int, int]) -> str:
+    return f"{version[0]}.{version[1]}"
+
+
+def check_api_version(plugin: object, name: str, dist: str, version: str) -> str:
+    """The API version ``plugin`` declares (``""`` when it declares none, which is accepted as the
+    current one); a :class:`PluginLoadError` naming the package, its target and the core's version when
+    the core cannot honour it (another major, or a newer minor)."""
+    declared = getattr(plugin, API_ATTRIBUTE, None)
+    if declared is None:
+        return ""
+    target = parse_api_version(declared)
+    core = PLUGIN_API_VERSION
+    if target[0] != core[0] or target[1] > core[1]:
+        from plugformer import __version__
+
+        raise PluginLoadError(
+            f"incompatible plugin API: plugin '{name}' from {f'{dist} {version}'.strip()} targets plugformer plugin "
+            f"API {api_text(target)}, but plugformer {__version__} provides plugin API {api_text(core)} "
+            f"(install a release of {dist} built for API {core[0]}.x)")
+    return api_text(target)
 
 
 def one_line(exc: BaseException) -> str:
@@ -76,6 +122,7 @@ class PluginRecord:
     value: str
     status: str
     error: str = ""
+    api: str = ""  # the plugin API version it declares ("" = undeclared)
 
 
 class PluginHost:
@@ -96,6 +143,7 @@ class PluginHost:
         """Register ``plugin`` with pluggy and run its ``plugformer_register``; failures are recorded."""
         record = PluginRecord(name, dist, version, value or getattr(plugin, "__name__", repr(plugin)), "loaded")
         try:
+            record.api = check_api_version(plugin, name, dist, version)
             self.pm.register(plugin, name=name)
             self.check_hooks(plugin)
             with self.registries.providing(dist, version, name):

@@ -7,6 +7,8 @@ All three honour the whole ``Attention`` contract, sliding windows and padding b
 """
 from plugformer import hookimpl
 
+plugformer_api = "1.0"  # the plugformer plugin API this package targets
+
 #: every claim here is exercised by tests/plugins/test_attention.py (and the conformance kit)
 _CONTRACT = {
     "causal": True, "bidirectional": True, "kv_cache": True, "attention_bias": True, "padding_mask": True,

@@ -1,6 +1,8 @@
 """Built-in norms and MLPs. Registration only: no torch import here (see ``plugformer_register``)."""
 from plugformer import hookimpl
 
+plugformer_api = "1.0"  # the plugformer plugin API this package targets
+
 _NORM = {"devices": ["cpu", "cuda"], "tensor_parallel": "replicate"}
 _MLP = {"devices": ["cpu", "cuda"], "tensor_parallel": "colwise_rowwise"}
 

@@ -6,6 +6,8 @@ the attention scores by distance (BLOOM, MPT); ``none`` adds nothing at all (NoP
 """
 from plugformer import hookimpl
 
+plugformer_api = "1.0"  # the plugformer plugin API this package targets
+
 
 @hookimpl
 def plugformer_register(registries):

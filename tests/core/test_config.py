@@ -40,7 +40,8 @@ def test_defaults_compose(host):
     cfg = compose(host)
     assert {g: cfg[g].name for g in COMPONENT_GROUPS} == {
         "tokenizer": "bpe", "attention": "sdpa", "position": "rope", "norm": "layernorm", "mlp": "gelu",
-        "objective": "clm", "optimizer": "adamw", "scheduler": "cosine", "parallel": "single", "data": "stdlib"}
+        "objective": "clm", "optimizer": "adamw", "scheduler": "cosine", "parallel": "single", "data": "stdlib",
+        "adapter": "none", "quantizer": "none"}
     assert cfg.model.n_layers == 4 and cfg.position.base == 10000.0 and cfg.schema_version == SCHEMA_VERSION
 
 

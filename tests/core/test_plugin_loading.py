@@ -207,7 +207,8 @@ def test_manifest_lists_loaded_plugins_with_versions(host):
     import plugformer
 
     manifest = {m["name"]: m for m in host.manifest()}
-    assert set(manifest) == {"attention", "position", "layers", "text", "training", "parallel"}
+    assert set(manifest) == {"attention", "position", "layers", "text", "training", "parallel", "adapt", "quant",
+                             "tasks"}
     for m in manifest.values():
         assert (m["dist"], m["version"], m["status"], m["error"]) == ("plugformer", plugformer.__version__,
                                                                       "loaded", "")

@@ -6,11 +6,11 @@ from deep inside Hydra, never job k of N failing halfway through a sweep).
 """
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from plugformer.errors import PlugformerError
@@ -18,6 +18,8 @@ from plugformer.plugins import PluginHost, load_plugins
 
 CONFIG_MODULE = "plugformer.conf"
 VERSION_BASE = "1.3"
+#: ``plugformer train -m --strict-sweep ...``: an invalid combination fails the sweep instead of being skipped
+STRICT_SWEEP_FLAG = "--strict-sweep"
 _HYDRA_FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
                            "--experimental-rerun", "--info", "-i", "--package", "-p", "--cfg", "-c"}
 
@@ -83,16 +85,11 @@ def sweep_dirname_excludes(overrides: list[str]) -> list[str]:
 
 
 def _combinations(overrides: list[str], multirun: bool) -> list[list[str]]:
-    parsed = _parse(overrides)
+    from plugformer.sweep import expand
+
     if not multirun:
         return [overrides]
-    axes = []
-    for o in parsed:
-        if o.is_sweep_override():
-            axes.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
-        else:
-            axes.append([o.input_line])
-    return [list(c) for c in itertools.product(*axes)]
+    return [c.overrides for c in expand(overrides, _parse)]
 
 
 def compose_checked(config_name: str, overrides: list[str], host: PluginHost) -> Any:
@@ -116,7 +113,7 @@ def compose_checked(config_name: str, overrides: list[str], host: PluginHost) ->
         except Exception as exc:
             def keys_of(bad_key: str) -> list[str] | None:
                 """Keys of the node holding ``bad_key``, composed with only the group choices."""
-                key = lambda o: o.split("=")[0].lstrip("+~")  # noqa: E731
+                key = lambda o: o.split("=")[0].lstrip("+~")
                 groups = [o for o in job if "." not in key(o) and key(o) != bad_key]
                 parent = bad_key.rpartition(".")[0]
                 try:
@@ -139,15 +136,42 @@ def run_hydra(command: str, args: list[str], task: Callable[[Any, PluginHost], A
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from plugformer import sweep
+
     host = prepare()
+    strict_sweep = STRICT_SWEEP_FLAG in args  # plugformer's own flag: Hydra never sees it
+    args = [a for a in args if a != STRICT_SWEEP_FLAG]
     overrides, multirun, informational = split_args(args)
+    sweep.check_hydra_plugins(overrides)
+    dirname_excludes = sweep_dirname_excludes(overrides) if multirun else []
+    if multirun and not informational:
+        pinned = sweep.pin_group_keys(overrides, _parse)
+        args = [pinned[overrides.index(a)] if a in overrides else a for a in args]
+        overrides = pinned
     composed = []
-    if not informational:
-        for combo in _combinations(overrides, multirun):
-            cfg = compose_checked(command, combo, host)
-            if check is not None:
-                check(cfg, host)
-            composed.append(cfg)
+
+    def checked(combo: list[str]) -> None:
+        cfg = compose_checked(command, combo, host)
+        if check is not None:
+            check(cfg, host)
+        composed.append(cfg)
+
+    plan = None
+    if not informational and not multirun:
+        checked(overrides)
+    elif not informational:
+        # another sweeper (optuna) cannot skip a combination: every one must be valid
+        own_sweeper = not sweep.sweeper_chosen(args)
+        strict = (STRICT_SWEEP_FLAG if strict_sweep else
+                  "" if own_sweeper else "the chosen hydra/sweeper cannot skip combinations")
+        plan = sweep.plan_sweep(sweep.expand(overrides, _parse), checked, strict,
+                                lambda line: print(line, file=sys.stderr))
+        if own_sweeper:
+            sweep.register_sweeper()
+            sweep.set_active_plan(plan)
+            extra = [*extra, f"hydra/sweeper={sweep.SWEEPER_NAME}"]
+        else:
+            plan = None
     if handoff is not None and composed:
         status = handoff(args, composed, multirun)
         if status is not None:
@@ -157,18 +181,25 @@ def run_hydra(command: str, args: list[str], task: Callable[[Any, PluginHost], A
 
     @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=command, version_base=VERSION_BASE)
     def _job(cfg: Any) -> Any:
+        # prepare() again: a launcher may run this job in a worker process (joblib), which loads plugins itself
+        multirun_job = HydraConfig.get().mode == RunMode.MULTIRUN
+        output_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
-            return task(cfg, host)
+            result = task(cfg, prepare())
         except PlugformerError as exc:
-            if HydraConfig.get().mode == RunMode.MULTIRUN:
+            if multirun_job:
+                sweep.write_failure(output_dir, str(exc))
                 failures.append(f"{HydraConfig.get().job.override_dirname}: {exc}")
                 print(f"plugformer: job failed: {exc}", file=sys.stderr)
             else:
                 error.append(exc)  # re-raised below, outside Hydra, so it prints as one line
             return None
+        if multirun_job:
+            sweep.clear_failure(output_dir)
+        return result
 
     if multirun:
-        excludes = ",".join(sweep_dirname_excludes(overrides))
+        excludes = ",".join(dirname_excludes)
         extra = [*extra, f"hydra.job.config.override_dirname.exclude_keys=[{excludes}]"]
     saved = sys.argv
     sys.argv = [f"plugformer-{command}", *args, *extra]
@@ -176,8 +207,11 @@ def run_hydra(command: str, args: list[str], task: Callable[[Any, PluginHost], A
         _job()
     finally:
         sys.argv = saved
+        sweep.set_active_plan(None)
     if error:
         raise error[0]
+    if plan is not None and plan.outcomes:  # the sweeper saw every job, in-process or in launcher workers
+        failures = plan.failures()
     if failures:
         raise PlugformerError(f"{len(failures)} sweep job(s) failed: " + " | ".join(failures))
     return 0
@@ -188,9 +222,10 @@ def _check_train(cfg: Any, host: PluginHost) -> None:
     from plugformer.cli.launcher import nproc_problem
     from plugformer.config.validate import validate_train
     from plugformer.errors import ConfigError
+    from plugformer.model.transforms import activation_checkpointing_problem
 
     entries = validate_train(cfg, host.registries)
-    problems = [nproc_problem(cfg, entries["parallel"], host.registries)]
+    problems = [nproc_problem(cfg, entries["parallel"], host.registries), activation_checkpointing_problem(cfg)]
     if cfg.get("compile", False):
         from plugformer.interfaces.parallel import resolve_device
         from plugformer.model.transforms import compile_problem
@@ -203,15 +238,26 @@ def _check_train(cfg: Any, host: PluginHost) -> None:
 
 def _train_job(cfg: Any, host: PluginHost) -> Any:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from plugformer.cli.launcher import under_torchrun
     from plugformer.training import run_training
 
-    if cfg.launcher.nproc > 1 and not under_torchrun():  # the CLI's pre-check was skipped (--config-dir ...)
-        raise PlugformerError(f"launcher.nproc={cfg.launcher.nproc} could not be launched here: the launcher does "
-                              "not see configs from --config-dir/--config-path yet; set launcher.nproc on the "
-                              "command line, or start the ranks with torchrun --standalone --nproc_per_node=N")
-    return run_training(cfg, HydraConfig.get().runtime.output_dir, host)
+    if cfg.launcher.nproc > 1 and not under_torchrun():
+        from plugformer.cli.launcher import launch_sweep_job
+
+        hc = HydraConfig.get()
+        user_configs = any(s.provider == "command-line" for s in hc.runtime.config_sources)
+        if hc.mode != RunMode.MULTIRUN or user_configs:  # the CLI's pre-check was skipped (--config-dir ...)
+            raise PlugformerError(f"launcher.nproc={cfg.launcher.nproc} could not be launched here: the launcher "
+                                  "does not see configs from --config-dir/--config-path yet; set launcher.nproc on "
+                                  "the command line, or start the ranks with torchrun --standalone --nproc_per_node=N")
+        # a sweep job: it starts its own ranks in its own job directory
+        summary = launch_sweep_job(cfg.launcher.nproc, list(hc.overrides.task), hc.runtime.output_dir)
+    else:
+        summary = run_training(cfg, HydraConfig.get().runtime.output_dir, host)
+    # a sweeper that optimises (hydra/sweeper=optuna) minimises what the job returns: the final val loss
+    return float(summary["val_loss"]) if summary and "val_loss" in summary else None
 
 
 def train(args: list[str]) -> int:
@@ -239,15 +285,28 @@ def _check_generate(cfg: Any, host: PluginHost) -> None:
 def _generate_job(cfg: Any, host: PluginHost) -> None:
     from plugformer.generation import Generator
 
-    gen = Generator.from_checkpoint(cfg.checkpoint, host.registries, cfg.device, cfg.precision)
+    gen = Generator.from_checkpoint(cfg.checkpoint, host.registries, cfg.device, cfg.precision,
+                                    adapter=cfg.get("adapter_dir"))
     for i in range(cfg.num_samples):
         text = gen.complete(cfg.prompt, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                             top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed + i)
         print(cfg.prompt + text)
 
 
+def rename_keys(args: list[str], renames: dict[str, str]) -> list[str]:
+    """``adapter=DIR`` → ``adapter_dir=DIR``: a command-line key that would collide with a Hydra config
+    group of the same name (``adapter`` is one for train) is given its schema name before Hydra parses it."""
+    out = []
+    for a in args:
+        prefix = a[: len(a) - len(a.lstrip("+~"))]
+        key, eq, value = a[len(prefix):].partition("=")
+        out.append(f"{prefix}{renames[key]}{eq}{value}" if key in renames else a)
+    return out
+
+
 def generate(args: list[str]) -> int:
-    return run_hydra("generate", quote_free_text(args, ("prompt",)), _generate_job, check=_check_generate)
+    args = rename_keys(quote_free_text(args, ("prompt",)), {"adapter": "adapter_dir"})
+    return run_hydra("generate", args, _generate_job, check=_check_generate)
 
 
 def _validate_job(cfg: Any, host: PluginHost) -> None:

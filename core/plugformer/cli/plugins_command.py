@@ -7,7 +7,7 @@ import json
 
 from plugformer import __version__
 from plugformer.errors import PlugformerError, did_you_mean
-from plugformer.plugins import load_plugins
+from plugformer.plugins import PLUGIN_API_VERSION, api_text, load_plugins
 from plugformer.registry import FAMILIES
 
 
@@ -52,9 +52,9 @@ def run(args: list[str]) -> int:
         if opts.capabilities and len(registry):
             print(_capability_table(list(registry)))
         print()
-    print("plugins (entry-point group 'plugformer'):")
-    rows = [(r.name, f"{r.dist} {r.version}", r.value, r.status + (f": {r.error}" if r.error else ""))
-            for r in host.records]
+    print(f"plugins (entry-point group 'plugformer'; this core provides plugin API {api_text(PLUGIN_API_VERSION)}):")
+    rows = [(r.name, f"{r.dist} {r.version}" + (f" [api {r.api}]" if r.api else ""), r.value,
+             r.status + (f": {r.error}" if r.error else "")) for r in host.records]
     widths = [max((len(row[i]) for row in rows), default=0) for i in range(3)]
     for row in rows:
         print("  " + "  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[3])

@@ -18,7 +18,12 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from plugformer.build import CORE_FIELDS
-from plugformer.config.schema import COMPONENT_GROUPS, GenerateConfig, TrainConfig
+from plugformer.config.schema import (
+    COMPONENT_GROUPS,
+    FinetuneConfig,
+    GenerateConfig,
+    TrainConfig,
+)
 from plugformer.registry import Entry, Registries
 
 SCHEMA_GROUP = "plugformer_schema"
@@ -55,3 +60,4 @@ def store_component_configs(registries: Registries) -> None:
             cs.store(group=family, name=entry.name, node=node, provider=entry.provider)
     cs.store(name="plugformer_train_schema", node=TrainConfig, provider="plugformer")
     cs.store(name="plugformer_generate_schema", node=GenerateConfig, provider="plugformer")
+    cs.store(name="plugformer_finetune_schema", node=FinetuneConfig, provider="plugformer")
