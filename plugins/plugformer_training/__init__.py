@@ -4,6 +4,8 @@ Registration only: no torch import here (see ``plugformer_register``).
 """
 from plugformer import hookimpl
 
+plugformer_api = "1.0"  # the plugformer plugin API this package targets
+
 _ANY_DEVICE = {"devices": ["cpu", "cuda"]}
 
 
@@ -16,6 +18,18 @@ def _objectives(registries) -> None:
         "mlm", "plugformer_training.mlm:MaskedLM", schema="plugformer_training.schemas:MLMConfig",
         description="masked language modelling (BERT 80/10/10); bidirectional attention; logs masked_accuracy",
         capabilities={**_ANY_DEVICE, "causal": False})
+    registries.objective.register(
+        "sft", "plugformer_training.sft:SupervisedLM", schema="plugformer_training.schemas:SFTConfig",
+        description="supervised fine-tuning: causal LM loss on response tokens only (prompt masked)",
+        capabilities={**_ANY_DEVICE, "causal": True})
+    registries.objective.register(
+        "distill", "plugformer_training.distill:Distillation", schema="plugformer_training.schemas:DistillConfig",
+        description="KL to a frozen teacher checkpoint's logits at a temperature, optionally mixed with CE",
+        capabilities={**_ANY_DEVICE, "causal": True})
+    registries.objective.register(
+        "dpo", "plugformer_training.dpo:DirectPreference", schema="plugformer_training.schemas:DPOConfig",
+        description="direct preference optimisation on prompt/chosen/rejected pairs against a frozen reference",
+        capabilities={**_ANY_DEVICE, "causal": True, "batches": ["preference"]})
 
 
 def _optimizers(registries) -> None:
@@ -59,11 +73,23 @@ def _callbacks(registries) -> None:
     registries.callback.register(
         "metrics", "plugformer_training.callbacks:MetricsFile",
         description="one JSON object per log/eval step in <run dir>/metrics.jsonl (rank 0 only)")
+    registries.callback.register(
+        "tensorboard", "plugformer_training.tensorboard:TensorBoardLogger",
+        description="TensorBoard event files in <run dir>/tensorboard: train/* and val/* scalars (rank 0 only)",
+        available="plugformer_training.tensorboard:availability")
+
+
+def _records(registries) -> None:
+    registries.data.register(
+        "jsonl", "plugformer_training.records:JsonlRecords", schema="plugformer_training.schemas:JsonlRecordsConfig",
+        description="fine-tuning records from a .jsonl file: prompt/response, chat messages or preference pairs",
+        capabilities={})
 
 
 @hookimpl
 def plugformer_register(registries):
     _objectives(registries)
+    _records(registries)
     _optimizers(registries)
     _schedulers(registries)
     _callbacks(registries)

@@ -98,3 +98,29 @@ class MLMConfig:
     replace_mask: float = 0.8  # of the selected: replaced by <mask> ...
     replace_random: float = 0.1  # ... by a random token (the rest stay unchanged)
     eval_seed: int = 1234  # fixed masks for evaluation, so validation numbers are comparable
+
+
+@dataclass
+class SFTConfig:
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class DistillConfig:
+    teacher: str = "???"  # a plugformer checkpoint directory (same tokenizer as the student)
+    temperature: float = 2.0  # softens both distributions; the KL term is scaled by temperature²
+    alpha: float = 1.0  # loss = alpha · KL(teacher ‖ student) + (1 - alpha) · cross-entropy on the targets
+
+
+@dataclass
+class DPOConfig:
+    beta: float = 0.1  # strength of the implicit KL constraint to the reference model
+    reference: Optional[str] = None  # checkpoint directory; None: a frozen copy of the policy at its first step
+    label_smoothing: float = 0.0  # conservative DPO: assumed share of flipped preference labels
+
+
+@dataclass
+class JsonlRecordsConfig:
+    path: str = "???"  # records: {"prompt","response"} | {"messages":[...]} | {"prompt","chosen","rejected"}
+    val_path: Optional[str] = None  # held-out records file; None: hold out val_fraction of the prompts
+    val_fraction: float = 0.1

@@ -76,8 +76,24 @@ COMMAND_TABLE: dict[str, tuple[str, str, str]] = {
     "plugins": ("plugins_command", "run", "list every component family, implementation, provider and availability"),
     "tokenizer": ("tokenizer_command", "run",
                   "tokenizer train tokenizer=NAME [tokenizer.vocab_size=N] [data=...] out=DIR"),
+    "finetune": ("finetune_command", "run", "fine-tune a checkpoint: checkpoint=DIR data=<task|file.jsonl> "
+                                            "objective=sft|distill|dpo [adapter=lora]"),
+    "prune": ("prune_command", "run",
+              "magnitude-prune a checkpoint: checkpoint=DIR sparsity=0.3 [scope=global|layer] out=DIR"),
+    "report": ("report_command", "run",
+               "summarise a sweep directory: report.md, report.csv, report.png (loss curves)"),
     "consolidate": ("consolidate_command", "run",
                     "write one model.safetensors from a sharded (fsdp) checkpoint: checkpoint=DIR [out=DIR]"),
+    "merge": ("merge_command", "run",
+              "fold an adapter into a full checkpoint: checkpoint=DIR [adapter=DIR] out=DIR"),
+    "quantize": ("quantize_command", "run",
+                 "write a quantized checkpoint: checkpoint=DIR quantizer=int8|nf4|... out=DIR"),
+    "import-hf": ("import_hf_command", "run",
+                  "convert a local Hugging Face GPT-2/Llama model directory: DIR [out=DIR]"),
+    "export-hf": ("export_hf_command", "run",
+                  "write a transformers-loadable model directory: checkpoint=DIR out=DIR [adapter=DIR]"),
+    "eval": ("eval_command", "run",
+             "perplexity of a checkpoint: checkpoint=DIR [data=PATH|NAME] [split=val] [max_batches=N]"),
 }
 COMMANDS = tuple(COMMAND_TABLE)
 

@@ -1,0 +1,148 @@
+"""A plugformer checkpoint → a Hugging Face model directory that ``AutoModelForCausalLM.from_pretrained``
+loads (GPT-2 for learned positions + layernorm + gelu, Llama for rope + rmsnorm + swiglu).
+
+Writes ``config.json`` and ``generation_config.json`` (through transformers' own config classes, so the
+format is the installed version's), ``model.safetensors`` (float32, HF tensor names), and, when the
+checkpoint's tokenizer is a ``tokenizer.json`` (bpe, wordpiece, unigram, hf), that file with a
+``tokenizer_config.json`` naming its special tokens. A model with a component HF has no equivalent for
+is refused before anything is written, naming the component. The directory is written atomically.
+
+A LoRA adapter (the checkpoint's own, when it was trained with ``adapter=lora``, or ``adapter=DIR`` on a
+plain base) exports next to the base model, renamed for it, in ``out/adapter/`` (PEFT's format; see
+:mod:`plugformer.interop.adapter_export`): the base model is exported unmerged.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plugformer.errors import ConfigError, UnavailableError
+from plugformer.interop.adapter_export import (
+    adapter_to_export,
+    base_state,
+    convert_adapter,
+    read_adapter,
+    write_adapter,
+)
+from plugformer.interop.hf_mapping import hf_config_from_plugformer, state_to_hf
+
+TOKENIZER_JSON = "tokenizer.json"
+CAST_QUANTIZERS = ("none", "bf16", "fp16")  # plain casts: the weights export as float32
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_hf` wrote."""
+
+    out: Path
+    family: str
+    n_tensors: int
+    tokenizer: bool
+    seconds: float
+    adapter_tensors: int = 0  # tensors in out/adapter/ (0: no adapter exported)
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise UnavailableError("export-hf needs transformers (pip install 'plugformer[hf]')") from None
+    return transformers
+
+
+def _token(tokenizer: Any, token_id: int | None) -> str | None:
+    return tokenizer.hf.id_to_token(token_id) if token_id is not None else None
+
+
+def _write_tokenizer(tokenizer: Any, ckpt: Path, out: Path, max_len: int) -> bool:
+    """Copy ``tokenizer.json`` (+ a ``tokenizer_config.json``) when the tokenizer has one; False otherwise."""
+    from plugformer.checkpoint import write_json
+
+    source = ckpt / "tokenizer" / TOKENIZER_JSON
+    if not source.is_file() or not hasattr(tokenizer, "hf"):
+        return False
+    shutil.copy2(source, out / TOKENIZER_JSON)
+    roles = {"eos_token": _token(tokenizer, tokenizer.eos_id), "bos_token": _token(tokenizer, tokenizer.eos_id),
+             "pad_token": _token(tokenizer, tokenizer.pad_id), "mask_token": _token(tokenizer, tokenizer.mask_id)}
+    write_json(out / "tokenizer_config.json", {
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_len,
+        "add_bos_token": False, "add_eos_token": False, **{k: v for k, v in roles.items() if v is not None}})
+    return True
+
+
+def _check_plain(ckpt: Path, cfg: Any, adapter_exported: bool = False) -> None:
+    """Only full-precision (or cast) weights export, with an adapter only through ``adapter_export``; say
+    what to run first otherwise."""
+    from plugformer.inference import quantization_record
+
+    record = quantization_record(ckpt)
+    if record is not None:
+        raise ConfigError(f"checkpoint '{ckpt}' is quantized with '{record['quantizer'].get('name')}', which has no "
+                          "Hugging Face export here; export the checkpoint it was quantized from")
+    adapter = (cfg.get("adapter") or {}).get("name", "none")
+    if adapter != "none" and not adapter_exported:
+        raise ConfigError(f"checkpoint '{ckpt}' holds adapter '{adapter}' weights; fold them in first with "
+                          "`plugformer merge checkpoint=... out=...`, then export the merged checkpoint")
+    quantizer = (cfg.get("quantizer") or {}).get("name", "none")
+    if quantizer not in CAST_QUANTIZERS:
+        raise ConfigError(f"quantizer '{quantizer}' (in the checkpoint's config) has no Hugging Face equivalent; "
+                          f"exportable: {', '.join(CAST_QUANTIZERS)}")
+
+
+def export_hf(checkpoint: str | Path, out: str | Path, host: Any = None,
+              adapter: str | Path | None = None) -> ExportResult:
+    """Write the HF model directory ``out`` (must not exist or be empty) for the plugformer ``checkpoint``,
+    with its LoRA adapter (or ``adapter``, on a plain base) converted into ``out/adapter``."""
+    from omegaconf import OmegaConf
+    from safetensors.torch import save_file
+
+    from plugformer.build import component_config
+    from plugformer.checkpoint import load_model
+    from plugformer.generation import check_checkpoint_dir
+    from plugformer.plugins import load_plugins
+
+    started = time.perf_counter()
+    ckpt, out = check_checkpoint_dir(Path(checkpoint).expanduser()), Path(out).expanduser()
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"out '{out}' already exists and is not empty; choose another directory")
+    cfg = OmegaConf.load(ckpt / "config.yaml")
+    adapter_dir = adapter_to_export(ckpt, cfg, adapter)
+    _check_plain(ckpt, cfg, adapter_exported=adapter_dir is not None)
+    registries = (host or load_plugins()).registries
+    entry = registries.tokenizer.get(cfg.tokenizer.name)
+    tokenizer = entry.load().load(component_config(entry, cfg.tokenizer), ckpt / "tokenizer")
+    causal = tuple(e.name for e in registries.objective if e.capabilities.get("causal")) or ("clm",)
+    hf = hf_config_from_plugformer(cfg, tokenizer.vocab_size, tokenizer.eos_id, tokenizer.pad_id, causal)
+    transformers = _transformers()
+    config_class = transformers.GPT2Config if hf["model_type"] == "gpt2" else transformers.LlamaConfig
+    kwargs = {k: v for k, v in hf.items() if k != "model_type"}
+    tensors = state_to_hf(hf, base_state(load_model(ckpt)))
+    hf_adapter = convert_adapter(hf, *read_adapter(adapter_dir), adapter_dir) if adapter_dir is not None else None
+    tmp = out.parent / f".tmp-{out.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        config_class(**kwargs).save_pretrained(tmp)
+        transformers.GenerationConfig(bos_token_id=hf["bos_token_id"], eos_token_id=hf["eos_token_id"],
+                                      pad_token_id=hf["pad_token_id"]).save_pretrained(tmp)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "model.safetensors"),
+                  metadata={"format": "pt"})
+        if hf_adapter is not None:
+            write_adapter(tmp / "adapter", *hf_adapter)
+        has_tokenizer = _write_tokenizer(tokenizer, ckpt, tmp, int(cfg.model.max_seq_len or cfg.data.seq_len))
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(out, hf["model_type"], len(tensors), has_tokenizer, time.perf_counter() - started,
+                        len(hf_adapter[1]) if hf_adapter is not None else 0)
