@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from plugformer.errors import PlugformerError, did_you_mean
+from plugformer.cli.keyvalue import parse_keyvalues
+from plugformer.errors import PlugformerError
 
 KEYS = ("checkpoint", "out")
 SHARDED_DIR = "dcp"  # where sharded strategies put torch.distributed.checkpoint shards
@@ -35,23 +36,7 @@ examples:
 
 def parse(args: list[str]) -> dict[str, str]:
     """``key=value`` arguments; unknown, repeated or empty keys are errors, ``checkpoint`` is required."""
-    values: dict[str, str] = {}
-    for arg in args:
-        key, eq, value = arg.partition("=")
-        if not eq:
-            raise PlugformerError(f"plugformer consolidate takes key=value arguments, got '{arg}'; "
-                                  f"keys: {', '.join(KEYS)}")
-        if key not in KEYS:
-            raise PlugformerError(f"plugformer consolidate has no option '{key}'{did_you_mean(key, KEYS)}; "
-                                  f"keys: {', '.join(KEYS)}")
-        if key in values:
-            raise PlugformerError(f"plugformer consolidate: '{key}' given twice")
-        if not value:
-            raise PlugformerError(f"plugformer consolidate: '{key}=' needs a directory")
-        values[key] = value
-    if "checkpoint" not in values:
-        raise PlugformerError("plugformer consolidate needs checkpoint=DIR (a checkpoint with a dcp/ directory)")
-    return values
+    return parse_keyvalues("consolidate", args, KEYS, required=("checkpoint",))
 
 
 def checkpoint_dir(path: Path) -> Path:

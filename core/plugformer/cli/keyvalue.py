@@ -1,4 +1,5 @@
-"""``key=value`` arguments for the commands that do not compose a Hydra config (import-hf, export-hf, eval)."""
+"""``key=value`` arguments for the commands that do not compose a Hydra config (import-hf, export-hf,
+eval, consolidate, merge, quantize, ...)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
