@@ -4,7 +4,7 @@ fp32, on one model, in one run; plus the LoRA trainable-parameter share of the s
 
 The model is trained here with ``plugformer train``'s own code path (byte tokenizer, the embedded default
 ``stdlib`` corpus), or taken from ``--checkpoint``. Each variant is the fp32 checkpoint loaded through
-``plugformer.inference.load_model_for_inference`` and quantized by the registry's quantizer, exactly what
+``plugformer.checkpoint.load_model_for_inference`` and quantized by the registry's quantizer, exactly what
 ``plugformer quantize`` writes. Perplexity uses the same fixed validation windows for every variant;
 generation is greedy KV-cached decoding (``plugformer.generation.Generator``), variants timed in turns.
 
@@ -89,7 +89,7 @@ def linear_keys(model: torch.nn.Module) -> dict[str, int]:
 
 def byte_counts(tensors: dict[str, torch.Tensor], linears: dict[str, int]) -> tuple[int, int]:
     """(bytes of the Linear weights with their scales / quant state, bytes of everything)."""
-    from plugformer.inference import tensor_bytes
+    from plugformer.checkpoint import tensor_bytes
 
     def is_linear_weight(key: str) -> bool:
         return any(key == f"{n}.weight" or key.startswith((f"{n}.weight.", f"{n}._weight_")) for n in linears)
@@ -99,7 +99,7 @@ def byte_counts(tensors: dict[str, torch.Tensor], linears: dict[str, int]) -> tu
 
 def load_variant(name: str, checkpoint: Path, host: Any) -> tuple[torch.nn.Module, Any, dict[str, torch.Tensor]]:
     from plugformer.build import build
-    from plugformer.inference import load_model_for_inference
+    from plugformer.checkpoint import load_model_for_inference
 
     loaded = load_model_for_inference(checkpoint, host.registries, device="cpu")
     quantizer = build(host.registries, "quantizer", {"name": "none" if name == "fp32" else name})
@@ -184,7 +184,7 @@ def main() -> int:
             rows[name] = {"linear_bytes": linear, "model_bytes": whole, "perplexity": perplexity(model, windows)}
             models[name] = model
         speeds = generation_speed(models, tokenizer, args)
-        from plugformer.inference import load_model_for_inference
+        from plugformer.checkpoint import load_model_for_inference
 
         shares = {"this model": lora_share(load_model_for_inference(checkpoint, host.registries, device="cpu").model,
                                            host),

@@ -10,6 +10,7 @@ from plugformer.errors import (
     UnknownComponentError,
 )
 from plugformer.hookspecs import hookimpl
+from plugformer.imports import quiet_import
 from plugformer.plugins import PLUGIN_API_VERSION, get_registries, load_plugins
 from plugformer.registry import FAMILIES, Entry, Registries, Registry
 from plugformer.run import RunInfo
@@ -20,5 +21,5 @@ API_VERSION = PLUGIN_API_VERSION[0]  # the plugin API's major version (see plugf
 __all__ = [
     "API_VERSION", "FAMILIES", "PLUGIN_API_VERSION", "ConfigError", "DuplicateComponentError", "Entry",
     "PlugformerError", "PluginLoadError", "Registries", "Registry", "RunInfo", "UnavailableError",
-    "UnknownComponentError", "__version__", "get_registries", "hookimpl", "load_plugins",
+    "UnknownComponentError", "__version__", "get_registries", "hookimpl", "load_plugins", "quiet_import",
 ]

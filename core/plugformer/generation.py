@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from plugformer.inference import check_checkpoint_dir, load_model_for_inference  # noqa: F401 (re-exported)
+from plugformer.checkpoint import check_checkpoint_dir, load_model_for_inference  # noqa: F401 (re-exported)
 from plugformer.interfaces import Tokenizer
 from plugformer.model import Transformer
 from plugformer.precision import autocast
@@ -50,7 +50,7 @@ class Generator:
     def from_checkpoint(cls, path: str | Path, registries: Registries, device: str = "auto",
                         precision: str = "fp32", adapter: str | Path | None = None) -> Generator:
         """Load ``path`` (a ``checkpoints/step-N`` or ``last`` directory written by the trainer, or a merged
-        or quantized checkpoint) through :func:`plugformer.inference.load_model_for_inference`, with the
+        or quantized checkpoint) through :func:`plugformer.checkpoint.load_model_for_inference`, with the
         adapter directory ``adapter`` applied unmerged when given."""
         loaded = load_model_for_inference(path, registries, adapter=adapter, device=device)
         return cls(loaded.model, loaded.tokenizer, loaded.device, precision)

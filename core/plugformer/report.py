@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from plugformer.checkpoint.layout import METRICS_FILE
 from plugformer.errors import PlugformerError
 from plugformer.sweep import FAILED_FILE, SUMMARY_FILE, SWEEP_FILE
 
-METRICS_FILE = "metrics.jsonl"
 #: overrides that never distinguish one combination from another
 IGNORED_KEYS = {"resume"}
 STATUS_ORDER = {"finished": 0, "running": 1, "failed": 2, "skipped": 3}

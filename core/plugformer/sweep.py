@@ -27,6 +27,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 
+from plugformer.checkpoint.layout import SUMMARY_FILE, last_checkpoint
 from plugformer.errors import PlugformerError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ SWEEP_FILE = "sweep.json"
 #: written into a job's directory when the job fails (the error, one line)
 FAILED_FILE = "failed.json"
 #: written by the trainer when a run reaches its last step
-SUMMARY_FILE = "summary.json"
 #: Hydra instantiates sweepers only from its plugin namespace: this is the name the class is registered under
 SWEEPER_MODULE = "hydra_plugins.plugformer_sweeper"
 SWEEPER_NAME = "plugformer"
@@ -170,7 +170,7 @@ def job_state(job_dir: Path, max_steps: int) -> str:
                 return "finished"
         except (OSError, ValueError):
             pass
-    return "resumable" if (job_dir / "checkpoints" / "last").exists() else "new"
+    return "resumable" if last_checkpoint(job_dir).exists() else "new"
 
 
 class PlugformerSweeper(BasicSweeper):

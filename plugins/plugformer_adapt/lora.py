@@ -10,21 +10,18 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
-from plugformer import get_registries
+from plugformer import get_registries, quiet_import
 from plugformer.build import build
+from plugformer.checkpoint import ADAPTER_MARKER_FILE
 from plugformer.errors import ConfigError, UnavailableError
 from plugformer.interfaces import Adapter
 from torch import nn
 
 from plugformer_adapt import availability
 from plugformer_adapt.schemas import LoraConfig, QLoraConfig
-
-ADAPTER_FILE = "plugformer_adapter.json"  # which adapter entry (and options) wrote the PEFT files
-
 
 def linear_names(model: nn.Module) -> list[str]:
     """Names of the Linear-like layers peft can adapt (``nn.Linear`` and bitsandbytes' ``Linear4bit``)."""
@@ -46,26 +43,11 @@ def match_targets(model: nn.Module, patterns: list[str]) -> list[str]:
     return chosen
 
 
-def _quiet_import_peft() -> Any:
-    """``import peft`` without the import-time warnings of torchao (which peft imports when installed):
-    kernels built for other GPUs, and torch's pytree deprecation notes; none concern this process."""
-    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        import peft
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-    return peft
-
-
 def _require(check: Any, name: str) -> None:
     ok, reason = check()
     if not ok:
         raise UnavailableError(f"adapter {name} is unavailable: {reason}")
-    _quiet_import_peft()
+    quiet_import("peft")  # peft imports torchao when installed: its import-time warnings concern nothing here
 
 
 class LoraAdapter(Adapter):
@@ -103,7 +85,7 @@ class LoraAdapter(Adapter):
             return
         out = Path(directory) / self.ADAPTER_DIR
         self.peft_model.save_pretrained(str(out), state_dict={k: v.detach().cpu() for k, v in state.items()})
-        (out / ADAPTER_FILE).write_text(json.dumps(
+        (out / ADAPTER_MARKER_FILE).write_text(json.dumps(
             {"adapter": self.entry_name, "config": dataclasses.asdict(self.config)}, indent=1) + "\n")
 
     @classmethod

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
 
-from plugformer.checkpoint import load_model, load_state
+from plugformer.checkpoint import OPTIMIZER_STATE, load_model, load_state
 from plugformer.errors import ConfigError
 from plugformer.interfaces import ModelTransform, Stage
 from plugformer_parallel.group import ProcessGroupStrategy
@@ -133,7 +133,7 @@ def load_full(directory: Path, model: nn.Module, optimizer: torch.optim.Optimize
     set_model_state_dict(model, load_model(directory), options=full)
     if optimizer is None:
         return
-    saved = load_state(directory, "optimizer")
+    saved = load_state(directory, OPTIMIZER_STATE)
     current = get_optimizer_state_dict(model, optimizer)
     groups = []
     names: dict[int, str] = {}

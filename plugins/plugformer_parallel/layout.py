@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DCP_DIR = "dcp"  # torch.distributed.checkpoint shards + .metadata, inside a step-N directory
+from plugformer.checkpoint import DCP_DIR  # torch.distributed.checkpoint shards + .metadata, inside step-N
 LAYOUT_FILE = "optimizer.json"  # the optimizer state's non-tensor skeleton, inside DCP_DIR
 
 

@@ -28,7 +28,7 @@ from torch.distributed.tensor import DTensor, Placement, Replicate, Shard, distr
 from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel, SequenceParallel,
                                                parallelize_module)
 
-from plugformer.checkpoint import load_model, load_state, save_model, unflatten_state, write_json
+from plugformer.checkpoint import OPTIMIZER_STATE, load_model, load_state, save_model, unflatten_state, write_json
 from plugformer.errors import ConfigError
 from plugformer.interfaces import ModelTransform, Stage
 from plugformer.model.transformer import SelfAttention
@@ -401,7 +401,7 @@ class TensorParallelStrategy(ProcessGroupStrategy):
         if optimizer is None:
             set_model_state_dict(model, new_model)
             return
-        saved = load_state(directory, "optimizer")
+        saved = load_state(directory, OPTIMIZER_STATE)
         if len(saved["param_groups"]) != len(optim_state["param_groups"]):
             raise ConfigError(f"checkpoint '{directory}': optimizer param groups differ from this run's")
         names: dict[int, str] = {}

@@ -2,28 +2,19 @@
 from __future__ import annotations
 
 import torch
-from plugformer.interfaces import Quantizer
 from torch import nn
 
-from plugformer_quant.state import plain_state, restore_tied
+from plugformer_quant.state import PlainStateQuantizer
 
 
-class NoQuantizer(Quantizer):
+class NoQuantizer(PlainStateQuantizer):
     """Nothing changes: full-precision weights."""
 
     def apply(self, model: nn.Module) -> nn.Module:
         return model
 
-    def quantized_state(self, model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        return plain_state(model)
 
-    def load_quantized(self, model: nn.Module, tensors: dict[str, torch.Tensor],
-                       metadata: dict[str, str]) -> nn.Module:
-        model.load_state_dict(restore_tied(tensors, metadata))
-        return model
-
-
-class _Cast(Quantizer):
+class _Cast(PlainStateQuantizer):
     dtype: torch.dtype = torch.float32
 
     def apply(self, model: nn.Module) -> nn.Module:
@@ -39,15 +30,6 @@ class _Cast(Quantizer):
             for key, buf in module.named_buffers(recurse=False):
                 if buf is not None and buf.is_floating_point():
                     setattr(module, key, buf.to(self.dtype))
-        return model
-
-    def quantized_state(self, model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        return plain_state(model)
-
-    def load_quantized(self, model: nn.Module, tensors: dict[str, torch.Tensor],
-                       metadata: dict[str, str]) -> nn.Module:
-        model = self.apply(model)
-        model.load_state_dict(restore_tied(tensors, metadata))
         return model
 
 

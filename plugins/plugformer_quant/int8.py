@@ -7,10 +7,10 @@ scales become plain tensors, the tensor-subclass attributes JSON metadata; no pi
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import torch
+from plugformer import quiet_import
 from plugformer.errors import UnavailableError
 from plugformer.interfaces import Quantizer
 from torch import nn
@@ -34,15 +34,7 @@ def _require_torchao() -> None:
     ok, reason = availability.torchao()
     if not ok:
         raise UnavailableError(f"quantizer int8 is unavailable: {reason}")
-    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        import torchao  # noqa: F401
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+    quiet_import("torchao")
 
 
 class _TorchaoInt8(Quantizer):

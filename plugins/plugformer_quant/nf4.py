@@ -12,17 +12,11 @@ from typing import Any
 
 import torch
 from plugformer.errors import UnavailableError
-from plugformer.interfaces import Quantizer
 from torch import nn
 
 from plugformer_quant import availability
 from plugformer_quant.schemas import NF4Config
-from plugformer_quant.state import (
-    plain_state,
-    replace_module,
-    restore_tied,
-    select_linears,
-)
+from plugformer_quant.state import PlainStateQuantizer, replace_module, select_linears
 
 
 def _load_prequantized(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
@@ -57,7 +51,7 @@ def to_linear4bit(linear: nn.Linear, config: NF4Config) -> nn.Module:
     return q
 
 
-class NF4(Quantizer):
+class NF4(PlainStateQuantizer):
     """Replaces the chosen ``nn.Linear`` layers by 4-bit NF4 ``Linear4bit`` layers (frozen)."""
 
     def __init__(self, config: NF4Config | None = None):
@@ -69,15 +63,6 @@ class NF4(Quantizer):
             raise UnavailableError(f"quantizer nf4 is unavailable: {reason}")
         for name, linear in select_linears(model, list(self.config.modules), "quantizer nf4"):
             replace_module(model, name, to_linear4bit(linear, self.config))
-        return model
-
-    def quantized_state(self, model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        return plain_state(model)
-
-    def load_quantized(self, model: nn.Module, tensors: dict[str, torch.Tensor],
-                       metadata: dict[str, str]) -> nn.Module:
-        model = self.apply(model)
-        model.load_state_dict(restore_tied(tensors, metadata))
         return model
 
 

@@ -1,5 +1,6 @@
-"""Shared pieces of the quantizers: choosing Linear layers by name pattern, and tied weights in
-state dicts (safetensors stores each tensor once)."""
+"""Shared pieces of the quantizers: choosing Linear layers by name pattern, tied weights in state dicts
+(safetensors stores each tensor once), and the default saving/loading of quantizers whose quantized
+weights are plain tensors (:class:`PlainStateQuantizer`)."""
 from __future__ import annotations
 
 import fnmatch
@@ -7,6 +8,7 @@ import json
 
 import torch
 from plugformer.errors import ConfigError
+from plugformer.interfaces import Quantizer
 from torch import nn
 
 TIED_KEY = "tied"  # safetensors metadata: {"lm_head.weight": "tok_emb.weight"}
@@ -71,3 +73,18 @@ def retie(model: nn.Module, metadata: dict[str, str]) -> None:
         owner, _, attr = key.rpartition(".")
         src_owner, _, src_attr = source.rpartition(".")
         setattr(model.get_submodule(owner), attr, getattr(model.get_submodule(src_owner), src_attr))
+
+
+class PlainStateQuantizer(Quantizer):
+    """A quantizer whose quantized model's state dict is plain tensors (casts, bitsandbytes' packed 4-bit
+    data and quantization state): saved as that state dict with tied weights once, loaded by applying the
+    quantizer to a fresh model and loading the state dict into it."""
+
+    def quantized_state(self, model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        return plain_state(model)
+
+    def load_quantized(self, model: nn.Module, tensors: dict[str, torch.Tensor],
+                       metadata: dict[str, str]) -> nn.Module:
+        model = self.apply(model)
+        model.load_state_dict(restore_tied(tensors, metadata))
+        return model

@@ -8,8 +8,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from plugformer import RunInfo, hookimpl
-
-METRICS_FILE = "metrics.jsonl"
+from plugformer.checkpoint import METRICS_FILE
 
 
 class ProgressBar:

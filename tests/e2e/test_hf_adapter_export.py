@@ -18,7 +18,7 @@ transformers = pytest.importorskip("transformers", reason="HF export needs trans
 peft = pytest.importorskip("peft", reason="LoRA needs peft (pip install .[lora])")
 
 from plugformer.errors import ConfigError
-from plugformer.inference import load_model_for_inference
+from plugformer.checkpoint import load_model_for_inference
 from plugformer.interop.adapter_export import convert_adapter
 from plugformer.plugins import load_plugins
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from plugformer import ConfigError
 from plugformer.build import build
-from plugformer.inference import attach_adapter, load_model_for_inference
+from plugformer.checkpoint import attach_adapter, load_model_for_inference
 from plugformer.interfaces import Adapter, Stage
 from plugformer.model import build_model
 from plugformer.training import Trainer

@@ -7,7 +7,7 @@ import pytest
 import torch
 from plugformer import ConfigError
 from plugformer.build import build
-from plugformer.inference import tensor_bytes
+from plugformer.checkpoint import tensor_bytes
 from plugformer.interfaces import Quantizer, Stage
 from plugformer.model import build_model
 from safetensors.torch import load_file, save_file

@@ -5,7 +5,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from plugformer.cli.keyvalue import checkpoint_path, parse_keyvalues
+from plugformer.checkpoint import resolve_checkpoint
+from plugformer.cli.keyvalue import parse_keyvalues
 from plugformer.errors import ConfigError, did_you_mean
 
 KEYS = ("checkpoint", "data", "split", "max_batches", "batch_size", "seq_len", "device", "precision", "adapter",
@@ -99,7 +100,7 @@ def run_lm_eval(values: dict[str, str]) -> int:
     tasks_dir = values.get("tasks_dir")
     if tasks_dir is not None and not Path(tasks_dir).expanduser().is_dir():
         raise ConfigError(f"plugformer eval: tasks_dir={tasks_dir!r} is not a directory")
-    ckpt = checkpoint_path(values["checkpoint"])
+    ckpt = resolve_checkpoint(values["checkpoint"])
     tasks = [t for t in values["tasks"].split(",") if t]
     try:
         results = run_tasks(ckpt, tasks, Path(tasks_dir).expanduser() if tasks_dir else None, _int(values, "limit"),
@@ -135,11 +136,11 @@ def run(args: list[str]) -> int:
     from plugformer.build import entry_class
     from plugformer.checkpoint import write_json
     from plugformer.evaluation import perplexity
-    from plugformer.inference import load_model_for_inference
+    from plugformer.checkpoint import load_model_for_inference
     from plugformer.plugins import load_plugins
 
     registries = load_plugins().registries
-    ckpt = checkpoint_path(values["checkpoint"])
+    ckpt = resolve_checkpoint(values["checkpoint"])
     loaded = load_model_for_inference(ckpt, registries, adapter=values.get("adapter"),
                                       device=values.get("device", "auto"))
     cfg = loaded.config

@@ -31,9 +31,9 @@ def expand_data_file(args: list[str]) -> list[str]:
 
 
 def _check(cfg: Any, host: PluginHost) -> None:
-    from plugformer.training.finetune import checkpoint_dir
+    from plugformer.checkpoint import check_checkpoint_dir
 
-    checkpoint_dir(cfg.checkpoint)
+    check_checkpoint_dir(cfg.checkpoint)
     for family in ("objective", "optimizer", "scheduler", "parallel", "data", "adapter", "quantizer"):
         host.registries[family].get(cfg[family].name)
 

@@ -38,9 +38,7 @@ def parse_keyvalues(command: str, args: Sequence[str], keys: Sequence[str], requ
 
 
 def checkpoint_path(value: str) -> Path:
-    """``checkpoint=`` as a directory: the checkpoint itself, or a run directory's ``checkpoints/last``."""
-    path = Path(value).expanduser()
-    last = path / "checkpoints" / "last"
-    if not (path / "model.safetensors").is_file() and last.exists():
-        return last.resolve()
-    return path
+    """``checkpoint=`` as a directory (:func:`plugformer.checkpoint.resolve_checkpoint`)."""
+    from plugformer.checkpoint import resolve_checkpoint
+
+    return resolve_checkpoint(value)

@@ -20,6 +20,7 @@ import tempfile
 import uuid
 from typing import Any
 
+from plugformer.checkpoint.layout import SUMMARY_FILE
 from plugformer.errors import ConfigError, PlugformerError
 
 KEY = "launcher"
@@ -97,7 +98,7 @@ def launch_sweep_job(nproc: int, job_overrides: list[str], job_dir: str) -> dict
     status = launch(nproc, worker_args(job_overrides, run_dir=job_dir))
     if status != 0:
         raise PlugformerError(f"its {nproc} ranks exited with status {status}")
-    summary = os.path.join(job_dir, "summary.json")
+    summary = os.path.join(job_dir, SUMMARY_FILE)
     if not os.path.exists(summary):
         return {}
     with open(summary, encoding="utf-8") as f:

@@ -107,11 +107,11 @@ class ParallelStrategy(ABC):
 
     def save(self, directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Write ``model.safetensors`` and the optimizer state into ``directory`` (main rank writes)."""
-        from plugformer.checkpoint import save_model, save_state
+        from plugformer.checkpoint import OPTIMIZER_STATE, save_model, save_state
 
         if self.is_main:
             save_model(directory, self.unwrap(model).state_dict())
-            save_state(directory, "optimizer", optimizer.state_dict())
+            save_state(directory, OPTIMIZER_STATE, optimizer.state_dict())
 
     def after_save(self, commit: Callable[[], None]) -> None:
         """Run ``commit`` (every rank: the rename making the checkpoint complete) once what :meth:`save`
@@ -125,11 +125,11 @@ class ParallelStrategy(ABC):
 
     def load(self, directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
         """Restore what :meth:`save` wrote, on every rank."""
-        from plugformer.checkpoint import load_model, load_state
+        from plugformer.checkpoint import OPTIMIZER_STATE, load_model, load_state
 
         self.unwrap(model).load_state_dict(load_model(directory))
         if optimizer is not None:
-            optimizer.load_state_dict(load_state(directory, "optimizer"))
+            optimizer.load_state_dict(load_state(directory, OPTIMIZER_STATE))
 
     def teardown(self) -> None:
         """Release the process group."""

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from plugformer.checkpoint.layout import ADAPTER_DIR as CHECKPOINT_ADAPTER_DIR
+
 
 class Stage(IntEnum):
     """Where a transform runs. Lower stages run first; the order is fixed by the core."""
@@ -60,7 +62,7 @@ class Adapter(ModelTransform):
     """
 
     stage = Stage.ADAPT
-    ADAPTER_DIR = "adapter"  # the subdirectory of a checkpoint holding the adapter's own files
+    ADAPTER_DIR = CHECKPOINT_ADAPTER_DIR  # the subdirectory of a checkpoint holding the adapter's own files
 
     @classmethod
     @abstractmethod

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from plugformer.build import build, component_config
+from plugformer.build import build
 from plugformer.errors import ConfigError
 from plugformer.interfaces import ParallelStrategy, Tokenizer
 from plugformer.registry import Registries
@@ -43,8 +43,9 @@ class TrainingData:
     def _tokenizer(self, cfg: DictConfig, registries: Registries, resume_from: Path | None,
                    cache_dir: str | None) -> Tokenizer:
         if resume_from is not None:
-            entry = registries.tokenizer.get(cfg.tokenizer.name)
-            return entry.load().load(component_config(entry, cfg.tokenizer), resume_from / "tokenizer")
+            from plugformer.checkpoint import load_tokenizer
+
+            return load_tokenizer(resume_from, cfg, registries)
         tokenizer = build(registries, "tokenizer", cfg.tokenizer)
         tok_cache = Path(cache_dir) / "tokenizers" if cache_dir else None
         return fit_tokenizer_cached(tokenizer, self.source, tok_cache)

@@ -17,9 +17,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from plugformer.build import build
-from plugformer.checkpoint import write_json
+from plugformer.checkpoint import (
+    METRICS_FILE,
+    check_checkpoint_dir,
+    load_config,
+    load_model_for_inference,
+    trained_adapter,
+    write_json,
+)
 from plugformer.errors import ConfigError
-from plugformer.inference import check_checkpoint_dir, load_model_for_inference
 from plugformer.interfaces import ParallelStrategy
 from plugformer.plugins import PluginHost
 from plugformer.training.data import TrainingData
@@ -30,14 +36,6 @@ from plugformer.training.trainer import Trainer
 CARRIED = ("objective", "optimizer", "scheduler", "parallel", "adapter", "quantizer", "data", "trainer",
            "precision", "device", "seed", "resume", "threads")
 SUMMARY_FILE = "finetune.json"
-
-
-def checkpoint_dir(path: str | Path) -> Path:
-    """``path`` itself, or the ``checkpoints/last`` of a run directory; checked to hold a model."""
-    path = Path(path).expanduser()
-    if not (path / "model.safetensors").is_file() and (path / "checkpoints" / "last").exists():
-        path = path / "checkpoints" / "last"
-    return check_checkpoint_dir(path.resolve())
 
 
 def train_config(cfg: DictConfig, base: DictConfig, start: Path) -> DictConfig:
@@ -75,12 +73,12 @@ def run_finetune(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
     trainer's summary plus the held-out scores before and after (``loss``, ``perplexity`` and, for
     records, ``exact_match``), also written to ``<run dir>/finetune.json``."""
     registries = host.registries
-    start = checkpoint_dir(cfg.checkpoint)
+    start = check_checkpoint_dir(cfg.checkpoint).resolve()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    base = OmegaConf.load(start / "config.yaml")
-    trained_with = (base.get("adapter") or {}).get("name", "none")
-    if trained_with != "none":
+    base = load_config(start)
+    trained_with = trained_adapter(base)
+    if trained_with is not None:
         raise ConfigError(f"checkpoint '{start}' was trained with adapter={trained_with}; merge it first "
                           "(plugformer merge) and fine-tune the merged checkpoint")
     template = ChatTemplate.from_config(cfg.template)
@@ -110,7 +108,7 @@ def run_finetune(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
         before = trainer.evaluate()  # the starting model (an adapter starts as the identity)
         if strategy.is_main and not cfg.resume:
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_lines(run_dir / "metrics.jsonl", [{"step": 0, **before}])
+            write_json_lines(run_dir / METRICS_FILE, [{"step": 0, **before}])
         summary = trainer.fit()
         result: dict[str, Any] = {"checkpoint": str(start), "steps": summary["step"], "params": trainer.n_params,
                                   "trainable_params": sum(p.numel() for p in trainer.model.parameters()
@@ -134,4 +132,4 @@ def write_json_lines(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-__all__ = ["checkpoint_dir", "keep_zeros", "run_finetune", "train_config"]
+__all__ = ["keep_zeros", "run_finetune", "train_config"]

@@ -17,7 +17,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from plugformer.build import build
-from plugformer.checkpoint import CheckpointDir, load_state, save_state, write_json
+from plugformer.checkpoint import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    PLUGINS_FILE,
+    SUMMARY_FILE,
+    TOKENIZER_DIR,
+    TRAINER_STATE,
+    CheckpointDir,
+    load_state,
+    save_state,
+    write_json,
+)
 from plugformer.config.validate import validate_train
 from plugformer.errors import ConfigError
 from plugformer.interfaces import ParallelStrategy
@@ -57,7 +68,7 @@ class Trainer:
             raise ConfigError(f"trainer.batch_size={t.batch_size} must be divisible by data-parallel ranks "
                               f"({strategy.dp_size}) × trainer.grad_accum ({t.grad_accum})")
         self.rows_per_rank = t.batch_size // strategy.dp_size
-        self.ckpts = CheckpointDir(run_dir / "checkpoints", t.keep_last)
+        self.ckpts = CheckpointDir(run_dir / CHECKPOINTS_DIR, t.keep_last)
         resume_from = self.ckpts.last if cfg.resume else None
         self.data = data if data is not None else TrainingData(cfg, registries, strategy, resume_from)
         self.tokenizer = self.data.tokenizer
@@ -136,7 +147,7 @@ class Trainer:
                    "peak_memory_mb": self._peak_memory_mb()}
         summary.pop("tokens_per_s", None)
         if self.strategy.is_main:
-            write_json(self.run_dir / "summary.json", summary)
+            write_json(self.run_dir / SUMMARY_FILE, summary)
         return summary
 
     def train_step(self) -> torch.Tensor:
@@ -193,13 +204,13 @@ class Trainer:
         tmp = self.ckpts.tmp_dir(self.step)
         self.strategy.save(tmp, self.model, self.optimizer)
         if main:
-            save_state(tmp, "trainer_state", {"step": self.step, "seed": self.cfg.seed,
+            save_state(tmp, TRAINER_STATE, {"step": self.step, "seed": self.cfg.seed,
                                               "scheduler": self.scheduler.state_dict(),
                                               "torch_rng": torch.get_rng_state()})
-            (tmp / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
-            write_json(tmp / "plugins.json", self.host.manifest())
-            (tmp / "tokenizer").mkdir()
-            self.tokenizer.save(tmp / "tokenizer")
+            (tmp / CONFIG_FILE).write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+            write_json(tmp / PLUGINS_FILE, self.host.manifest())
+            (tmp / TOKENIZER_DIR).mkdir()
+            self.tokenizer.save(tmp / TOKENIZER_DIR)
         for transform in self.transforms:  # an adapter's own files, inside tmp (still atomic); every rank
             transform.save_artifacts(tmp)  # calls it (sharded weights are gathered), the main rank writes
         step = self.step
@@ -214,7 +225,7 @@ class Trainer:
 
     def _restore(self, directory: Path) -> int:
         self.strategy.load(directory, self.model, self.optimizer)
-        state = load_state(directory, "trainer_state")
+        state = load_state(directory, TRAINER_STATE)
         sched = state["scheduler"]
         if "lr_lambdas" in sched:  # keep this run's schedule objects (e.g. a raised max_steps)
             sched["lr_lambdas"] = [None] * len(sched["lr_lambdas"])
@@ -225,8 +236,8 @@ class Trainer:
     # -- bookkeeping ------------------------------------------------------------------------------
     def _write_run_files(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
-        write_json(self.run_dir / "plugins.json", self.host.manifest())
+        (self.run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        write_json(self.run_dir / PLUGINS_FILE, self.host.manifest())
 
     def _peak_memory_mb(self) -> float:
         if self.device.type == "cuda":
