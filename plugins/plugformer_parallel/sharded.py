@@ -15,7 +15,6 @@ on one process without any process group: resharding is DCP's job.
 from __future__ import annotations
 
 import io
-import json
 import pickle
 import warnings
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_model_state_dict, set_state_dict)
 
-from plugformer.checkpoint import save_model, unflatten_state, write_json
+from plugformer.checkpoint import read_json, save_model, unflatten_state, write_json
 from plugformer.errors import ConfigError
 from plugformer_parallel.layout import DCP_DIR, LAYOUT_FILE, is_sharded  # noqa: F401  (is_sharded: re-export)
 
@@ -163,7 +162,21 @@ def save_sharded(directory: Path, model: nn.Module, optimizer: torch.optim.Optim
         save_model(directory, full)
 
 
+def check_metadata(directory: Path) -> None:
+    """Read ``directory/dcp/.metadata`` through the restricted unpickler first, so a malicious or broken
+    index is one line naming the file (inside ``dcp.load`` it would be a rank-gathered traceback)."""
+    file = Path(directory) / DCP_DIR / ".metadata"
+    try:
+        SafeFileSystemReader(file.parent).read_metadata()
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(f"{file}: {' '.join(str(exc).split())[:200]}") from None
+    except Exception as exc:  # missing, truncated or not a pickle at all
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise ConfigError(f"{file} is not a readable DCP index ({type(exc).__name__}: {reason})") from None
+
+
 def _dcp_load(directory: Path, state: dict[str, Any]) -> None:
+    check_metadata(directory)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -203,7 +216,7 @@ def matching_optimizer_tensors(directory: Path, optim_state: Any) -> tuple[Any, 
     """(saved optimizer skeleton, this run's optimizer tensors keyed as saved); a clear error when the
     saved optimizer state does not fit this run's optimizer and model."""
     _, optim_tensors = split_tensors(optim_state, "")
-    skeleton = json.loads((directory / DCP_DIR / LAYOUT_FILE).read_text())
+    skeleton = read_json(directory / DCP_DIR / LAYOUT_FILE)
     saved_keys = _skeleton_keys(skeleton)
     differ = sorted(set(saved_keys) ^ set(optim_tensors))
     if differ:

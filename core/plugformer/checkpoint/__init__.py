@@ -57,6 +57,7 @@ if TYPE_CHECKING:
         flatten_state,
         load_model,
         load_state,
+        read_json,
         read_tensors,
         save_model,
         save_state,
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     **dict.fromkeys(("flatten_state", "unflatten_state", "save_state", "load_state", "save_model", "load_model",
-                     "write_json", "read_tensors", "tensor_bytes"), "state"),
+                     "write_json", "read_json", "read_tensors", "tensor_bytes"), "state"),
     "CheckpointDir": "steps",
     **dict.fromkeys(("write_model_checkpoint", "replace_model_file"), "writer"),
     **dict.fromkeys(("InferenceModel", "adapter_entry_name", "attach_adapter", "check_checkpoint_dir", "load_config",
@@ -93,7 +94,7 @@ __all__ = [
     "QUANTIZATION_FILE", "SUMMARY_FILE", "TOKENIZER_DIR", "TRAINER_STATE",
     "CheckpointDir", "InferenceModel", "adapter_entry_name", "attach_adapter", "check_checkpoint_dir",
     "flatten_state", "is_quantized", "load_config", "load_model", "load_model_for_inference", "load_state",
-    "load_tokenizer", "quantization_record", "read_tensors", "replace_model_file", "resolve_checkpoint",
+    "load_tokenizer", "quantization_record", "read_json", "read_tensors", "replace_model_file", "resolve_checkpoint",
     "save_model", "save_state", "tensor_bytes", "trained_adapter", "unflatten_state", "write_json",
     "write_model_checkpoint",
 ]

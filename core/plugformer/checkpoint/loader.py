@@ -164,9 +164,9 @@ def build_base_model(cfg: DictConfig, registries: Registries, vocab_size: int) -
 def _mismatch(model: nn.Module, state: dict[str, Any]) -> str:
     """What differs between ``model``'s state dict and ``state``: shapes, then missing/extra keys."""
     expected = model.state_dict()
-    for key, tensor in state.items():
-        if key in expected and tuple(expected[key].shape) != tuple(tensor.shape):
-            return (f"'{key}' is {tuple(tensor.shape)} in the file but {tuple(expected[key].shape)} in the model "
+    for key, wanted in expected.items():  # in the model's order: the first layer that differs
+        if key in state and tuple(wanted.shape) != tuple(state[key].shape):
+            return (f"'{key}' is {tuple(state[key].shape)} in the file but {tuple(wanted.shape)} in the model "
                     "the config describes")
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected]
@@ -303,7 +303,8 @@ def load_model_for_inference(checkpoint: str | Path, registries: Registries, *, 
     if adapter is not None:
         trained_with = trained_adapter(cfg)
         if record is not None or trained_with is not None:
-            what = "a quantized checkpoint" if record is not None else f"a checkpoint trained with adapter={trained_with}"
+            what = ("a quantized checkpoint" if record is not None
+                    else f"a checkpoint trained with adapter={trained_with}")
             raise ConfigError(f"adapter={adapter} needs a plain base checkpoint, but '{path}' is {what}")
         model = attach_adapter(model, adapter, registries)
     return InferenceModel(model.to(dev).eval(), tokenizer, cfg, dev)

@@ -32,9 +32,11 @@ def flatten_state(state: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Te
             tensors[key] = obj.detach().cpu().contiguous()
             return {_TENSOR: key}
         if isinstance(obj, dict):
-            return {"__dict__": [[walk(k, f"{key}.k{i}"), walk(v, f"{key}.{i}")] for i, (k, v) in enumerate(obj.items())]}
+            pairs = enumerate(obj.items())
+            return {"__dict__": [[walk(k, f"{key}.k{i}"), walk(v, f"{key}.{i}")] for i, (k, v) in pairs]}
         if isinstance(obj, (list, tuple)):
-            return {"__list__" if isinstance(obj, list) else "__tuple__": [walk(v, f"{key}.{i}") for i, v in enumerate(obj)]}
+            kind = "__list__" if isinstance(obj, list) else "__tuple__"
+            return {kind: [walk(v, f"{key}.{i}") for i, v in enumerate(obj)]}
         if obj is None or isinstance(obj, (bool, int, float, str)):
             return obj
         raise TypeError(f"cannot store {type(obj).__name__} at {key!r} in a checkpoint (tensors and plain data only)")
