@@ -6,6 +6,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from plugformer.build import build, entry_class
+from plugformer.families import LAYER_FAMILIES  # noqa: F401  (re-exported: validation reads it here)
 from plugformer.interfaces import ModelDims
 from plugformer.model.transformer import ModelParts, Transformer
 from plugformer.registry import Registries
@@ -18,7 +19,6 @@ def model_dims(cfg: DictConfig, vocab_size: int, causal: bool) -> ModelDims:
                      dropout=m.dropout, bias=m.bias, causal=causal)
 
 
-LAYER_FAMILIES = ("attention", "norm", "mlp")
 
 
 def _plain(node: Any) -> dict[str, Any]:
