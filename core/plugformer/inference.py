@@ -26,6 +26,7 @@ from torch import nn
 from plugformer.build import build, component_config
 from plugformer.errors import ConfigError
 from plugformer.interfaces import Adapter, Quantizer, Tokenizer, resolve_device
+from plugformer.model.assemble import check_components
 from plugformer.registry import Registries
 
 QUANTIZATION_FILE = "quantization.json"  # marks a quantized checkpoint; names its quantizer and config
@@ -145,6 +146,7 @@ def load_model_for_inference(checkpoint: str | Path, registries: Registries, *, 
     """
     path = check_checkpoint_dir(checkpoint)
     cfg = OmegaConf.load(path / "config.yaml")
+    check_components(cfg, registries, path / "plugins.json")
     tokenizer = load_tokenizer(path, cfg, registries)
     dev = torch.device(resolve_device(device))
     record = quantization_record(path)

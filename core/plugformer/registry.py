@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugformer.errors import DuplicateComponentError, UnknownComponentError
+from plugformer.errors import DuplicateComponentError, UnknownComponentError, component_origin, unknown_components
 from plugformer.families import FAMILIES
 
 Availability = tuple[bool, str]
@@ -183,6 +183,25 @@ class Registries:
         finally:
             for r in self:
                 r._provider = saved[r.family]
+
+    def components_of(self, plugin: str) -> dict[str, list[str]]:
+        """``{family: [names]}`` that ``plugin`` (an entry-point name) registered: what ``plugins.json``
+        records, so a saved config's components can be traced back to their package."""
+        out = {r.family: [e.name for e in r if e.plugin == plugin] for r in self}
+        return {family: names for family, names in out.items() if names}
+
+    def require(self, wanted: Iterable[tuple[str, str]], plugins: Sequence[dict[str, Any]] = ()) -> None:
+        """Check every ``(family, name)`` in ``wanted`` is registered; otherwise raise one
+        :class:`UnknownComponentError` naming each missing one and, from ``plugins`` (the ``plugins.json``
+        records of the artifact that named them), the package that provided it and how to install it."""
+        errors = []
+        for family, name in wanted:
+            try:
+                self[family].get(name)
+            except UnknownComponentError as exc:
+                errors.append(exc.with_origin(component_origin(family, name, plugins)))
+        if errors:
+            raise unknown_components(errors)
 
     def remove_plugin(self, plugin: str) -> None:
         """Drop every entry a plugin registered (used when its registration hook fails halfway)."""

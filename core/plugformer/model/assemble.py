@@ -1,12 +1,14 @@
 """Builds the :class:`Transformer` a config describes, from the registries."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from plugformer.build import build, entry_class
-from plugformer.families import LAYER_FAMILIES  # noqa: F401  (re-exported: validation reads it here)
+from plugformer.families import LAYER_FAMILIES, TRANSFORM_FAMILIES
 from plugformer.interfaces import ModelDims
 from plugformer.model.transformer import ModelParts, Transformer
 from plugformer.registry import Registries
@@ -61,6 +63,25 @@ def model_parts(cfg: DictConfig, registries: Registries) -> ModelParts:
 
     return ModelParts(attention=part("attention"), norm=part("norm"), mlp=part("mlp"),
                       position=lambda dims: build(registries, "position", cfg.position, dims))
+
+
+def model_components(cfg: DictConfig) -> list[tuple[str, str]]:
+    """``(family, name)`` of every component rebuilding the model of ``cfg`` (a checkpoint's config) takes:
+    its tokenizer, objective (causality), position encoding, each block's attention/norm/mlp and its
+    adapter/quantizer transforms, in that order, without repeats."""
+    wanted = [(family, cfg[family].name) for family in ("tokenizer", "objective", "position")]
+    for layer in range(-1, int(cfg.model.n_layers)):
+        wanted += [(family, _plain(layer_node(cfg, family, layer)).get("name", cfg[family].name))
+                   for family in LAYER_FAMILIES]
+    wanted += [(family, cfg[family].name) for family in TRANSFORM_FAMILIES if cfg.get(family) is not None]
+    return list(dict.fromkeys(wanted))
+
+
+def check_components(cfg: DictConfig, registries: Registries, plugins_file: Path) -> None:
+    """Every component ``cfg`` needs is registered here, or one error naming each missing one with the
+    package that provided it (from ``plugins_file``, the artifact's ``plugins.json``) and how to install it."""
+    plugins = json.loads(plugins_file.read_text()) if plugins_file.is_file() else []
+    registries.require(model_components(cfg), plugins if isinstance(plugins, list) else [])
 
 
 def build_model(cfg: DictConfig, registries: Registries, vocab_size: int) -> Transformer:
