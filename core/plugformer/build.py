@@ -65,3 +65,6 @@ def build(registries: Registries, family: str, node: Any, *args: Any, **kwargs: 
 def entry_class(registries: Registries, family: str, name: str) -> Any:
     """The implementation class itself (for classmethods such as ``Tokenizer.load``)."""
     return registries[family].get(name).load()
+
+
+__all__ = ["CORE_FIELDS", "build", "component_config", "entry_class", "node_params"]
