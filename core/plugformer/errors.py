@@ -76,34 +76,41 @@ def component_origin(family: str, name: str, plugins: Sequence[dict[str, Any]],
     (each ``{"name", "dist", "version", "components": {family: [names]}, ...}``), and what to do about it:
     ``"it was provided by plugformer-example-plugin 0.2.0 (see plugins.json); install it: pip install
     plugformer-example-plugin==0.2.0"``. ``installed(dist)`` is the version installed here, or None
-    (default: what ``importlib.metadata`` finds).
-    Records written before plugins.json listed components name the distributions that are not installed
-    here instead. Empty when the records say nothing useful."""
+    (default: what ``importlib.metadata`` finds). Records written before plugins.json listed components
+    name the distributions that are not installed here instead. Empty when the records say nothing useful."""
     installed = installed or _installed_version
+    records = [p for p in plugins if isinstance(p, dict)]
+
+    def components(record: dict[str, Any]) -> dict[str, Any]:
+        value = record.get("components")
+        return value if isinstance(value, dict) else {}
 
     def install(dist: str, version: str) -> str:
         return f"pip install {dist}=={version}" if version else f"pip install {dist}"
 
-    providers = [p for p in plugins if name in (p.get("components") or {}).get(family, ())]
-    if providers:
-        p = providers[0]
-        dist, version, plugin = str(p.get("dist", "")), str(p.get("version", "")), str(p.get("name", ""))
-        here = installed(dist) if dist else None
+    for p in records:
+        if name not in (components(p).get(family) or ()):
+            continue
+        dist, version, plugin = str(p.get("dist") or ""), str(p.get("version") or ""), str(p.get("name") or "")
+        if not dist or dist.startswith("<"):  # registered by code outside any installed package
+            return f"it was registered by plugin '{plugin}' (see plugins.json), which is not part of a package"
         said = f"it was provided by {dist} {version}".rstrip() + " (see plugins.json)"
+        here = installed(dist)
         if here is None:
             return f"{said}; install it: {install(dist, version)}"
         if version and here != version:
             return f"{said}, but {dist} {here} is installed here; install that version: {install(dist, version)}"
         return (f"{said}; {dist} is installed, but its plugin '{plugin}' did not register it here "
                 "(see `plugformer plugins`)")
-    if any("components" in p for p in plugins):
-        return ""  # a current manifest that does not list it: no plugin of that run provided it
-    missing = sorted({(str(p["dist"]), str(p.get("version", ""))) for p in plugins
-                      if p.get("dist") and p.get("status", "loaded") == "loaded" and installed(str(p["dist"])) is None})
+    if any("components" in p for p in records):
+        return ""  # a manifest listing components, none of them this one: no plugin of that run provided it
+    missing = sorted({(str(p["dist"]), str(p.get("version") or "")) for p in records
+                      if p.get("dist") and not str(p["dist"]).startswith("<") and p.get("status", "loaded") == "loaded"
+                      and installed(str(p["dist"])) is None})
     if not missing:
         return ""
     return ("it may come from a plugin the artifact was written with that is not installed here (see plugins.json): "
-            + ", ".join(f"{d} {v} ({install(d, v)})".replace("  ", " ") for d, v in missing))
+            + ", ".join(f"{f'{d} {v}'.rstrip()} ({install(d, v)})" for d, v in missing))
 
 
 class DuplicateComponentError(PlugformerError):

@@ -294,3 +294,12 @@ def test_composing_several_unknown_group_choices_names_them_all(tiny_config):
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("unknown attention 'foo'; ")
     assert "; unknown position 'bar'; " in msg and "; unknown norm 'baz'; " in msg and "'gelu'" not in msg
+
+
+def test_origin_survives_a_malformed_or_local_manifest():
+    from plugformer.errors import component_origin
+
+    local = {"name": "scratch", "dist": "<local>", "version": "", "components": {"attention": ["mine"]}}
+    assert component_origin("attention", "mine", [local, "junk", {"components": ["x"]}], installed=lambda d: None) == \
+        "it was registered by plugin 'scratch' (see plugins.json), which is not part of a package"
+    assert component_origin("attention", "x", ["junk", {"components": ["x"]}], installed=lambda d: None) == ""

@@ -21,8 +21,6 @@ def model_dims(cfg: DictConfig, vocab_size: int, causal: bool) -> ModelDims:
                      dropout=m.dropout, bias=m.bias, causal=causal)
 
 
-
-
 def _plain(node: Any) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
 
@@ -80,7 +78,10 @@ def model_components(cfg: DictConfig) -> list[tuple[str, str]]:
 def check_components(cfg: DictConfig, registries: Registries, plugins_file: Path) -> None:
     """Every component ``cfg`` needs is registered here, or one error naming each missing one with the
     package that provided it (from ``plugins_file``, the artifact's ``plugins.json``) and how to install it."""
-    plugins = json.loads(plugins_file.read_text()) if plugins_file.is_file() else []
+    try:
+        plugins = json.loads(plugins_file.read_text()) if plugins_file.is_file() else []
+    except (OSError, ValueError):  # an unreadable record only costs the hint, never the load
+        plugins = []
     registries.require(model_components(cfg), plugins if isinstance(plugins, list) else [])
 
 
