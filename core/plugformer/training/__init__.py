@@ -29,5 +29,9 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"plugformer.training.{_HOME[name]}"), name)
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})
+
+
 __all__ = ["ROLES", "ChatTemplate", "Example", "SupervisedData", "Trainer", "encode_pieces", "encode_record",
            "exact_match", "prompt_and_answer", "record_kind", "run_training"]
