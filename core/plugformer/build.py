@@ -3,17 +3,19 @@ parameters to the entry's schema, call the implementation with that schema insta
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from plugformer.errors import ConfigError, PlugformerError, did_you_mean
+from plugformer.families import FAMILIES
 from plugformer.registry import Entry, Registries
 
 
 #: fields the core adds to (and reads from) a family's config node; not passed to the implementation
+#: (family -> field -> (type, default), from each :class:`plugformer.families.Family` record)
 CORE_FIELDS: dict[str, dict[str, tuple[Any, Any]]] = {
-    "data": {"seq_len": (int, 128), "cache_dir": (Optional[str], None)},
+    fam.name: {f.name: (f.type, f.default) for f in fam.core_fields} for fam in FAMILIES.values() if fam.core_fields
 }
 
 
@@ -63,3 +65,6 @@ def build(registries: Registries, family: str, node: Any, *args: Any, **kwargs: 
 def entry_class(registries: Registries, family: str, name: str) -> Any:
     """The implementation class itself (for classmethods such as ``Tokenizer.load``)."""
     return registries[family].get(name).load()
+
+
+__all__ = ["CORE_FIELDS", "build", "component_config", "entry_class", "node_params"]

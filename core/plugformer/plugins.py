@@ -192,9 +192,9 @@ class PluginHost:
         if settings.strict and (failed := [r for r in self.records if r.status == "failed"]):
             raise PluginLoadError("strict plugin loading: " + "; ".join(f"{r.name} ({r.error})" for r in failed))
 
-    def manifest(self) -> list[dict[str, str]]:
-        """Each plugin and its version, as saved with every run and checkpoint."""
-        return [asdict(r) for r in self.records]
+    def manifest(self) -> list[dict[str, Any]]:
+        """Each plugin, its version and the components it registered, as saved with every run and checkpoint."""
+        return [{**asdict(r), "components": self.registries.components_of(r.name)} for r in self.records]
 
 
 _host: PluginHost | None = None

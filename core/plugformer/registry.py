@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugformer.errors import DuplicateComponentError, UnknownComponentError
+from plugformer.errors import DuplicateComponentError, UnknownComponentError, component_origin, unknown_components
+from plugformer.families import FAMILIES
 
 Availability = tuple[bool, str]
 LOCAL_PROVIDER = ("<local>", "")
@@ -143,37 +144,14 @@ class Registry:
         return len(self._entries)
 
 
-# family name -> (what it is, the interface an implementation honours)
-FAMILIES: dict[str, tuple[str, str | None]] = {
-    "tokenizer": ("text <-> token ids; trained or loaded", "plugformer.interfaces.tokenizer:Tokenizer"),
-    "attention": ("attention kernel over projected q, k, v (causal, bias, KV cache)",
-                  "plugformer.interfaces.attention:Attention"),
-    "position": ("positional information: embedding, q/k rotation or attention bias",
-                 "plugformer.interfaces.position:PositionEncoding"),
-    "norm": ("normalisation layer over the model dimension", "plugformer.interfaces.layers:NormFactory"),
-    "mlp": ("position-wise feed-forward block", "plugformer.interfaces.layers:MLPFactory"),
-    "objective": ("training loss over a batch of token windows", "plugformer.interfaces.objective:Objective"),
-    "parallel": ("how processes, devices and model copies cooperate",
-                 "plugformer.interfaces.parallel:ParallelStrategy"),
-    "optimizer": ("builds a torch optimizer for the model's parameters",
-                  "plugformer.interfaces.optim:OptimizerFactory"),
-    "scheduler": ("learning-rate schedule over training steps", "plugformer.interfaces.optim:SchedulerFactory"),
-    "adapter": ("parameter-efficient model transform (LoRA, ...)", "plugformer.interfaces.transform:ModelTransform"),
-    "quantizer": ("weight/activation quantization transform", "plugformer.interfaces.transform:ModelTransform"),
-    "server": ("serves a loaded model over a protocol", "plugformer.interfaces.server:Server"),
-    "data": ("a source of training/validation text", "plugformer.interfaces.data:TextSource"),
-    "callback": ("lifecycle hook implementations: loggers, progress bars",
-                 "plugformer.interfaces.callback:CallbackFactory"),
-}
-
-
 class Registries:
     """All family registries, the record of plugin load failures, and who is registering right now."""
 
     def __init__(self) -> None:
         self.failures: dict[str, str] = {}
         self._by_family = {
-            fam: Registry(fam, desc, iface, failures=self.failure_lines) for fam, (desc, iface) in FAMILIES.items()
+            fam.name: Registry(fam.name, fam.description, fam.interface, failures=self.failure_lines)
+            for fam in FAMILIES.values()
         }
 
     def __getattr__(self, family: str) -> Registry:
@@ -205,6 +183,25 @@ class Registries:
         finally:
             for r in self:
                 r._provider = saved[r.family]
+
+    def components_of(self, plugin: str) -> dict[str, list[str]]:
+        """``{family: [names]}`` that ``plugin`` (an entry-point name) registered: what ``plugins.json``
+        records, so a saved config's components can be traced back to their package."""
+        out = {r.family: [e.name for e in r if e.plugin == plugin] for r in self}
+        return {family: names for family, names in out.items() if names}
+
+    def require(self, wanted: Iterable[tuple[str, str]], plugins: Sequence[dict[str, Any]] = ()) -> None:
+        """Check every ``(family, name)`` in ``wanted`` is registered; otherwise raise one
+        :class:`UnknownComponentError` naming each missing one and, from ``plugins`` (the ``plugins.json``
+        records of the artifact that named them), the package that provided it and how to install it."""
+        errors = []
+        for family, name in wanted:
+            try:
+                self[family].get(name)
+            except UnknownComponentError as exc:
+                errors.append(exc.with_origin(component_origin(family, name, plugins)))
+        if errors:
+            raise unknown_components(errors)
 
     def remove_plugin(self, plugin: str) -> None:
         """Drop every entry a plugin registered (used when its registration hook fails halfway)."""

@@ -16,7 +16,7 @@ from typing import Any
 from plugformer import get_registries, quiet_import
 from plugformer.build import build
 from plugformer.checkpoint import ADAPTER_MARKER_FILE
-from plugformer.errors import ConfigError, UnavailableError
+from plugformer import ConfigError, UnavailableError
 from plugformer.interfaces import Adapter
 from torch import nn
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from plugformer.interfaces import Adapter
 from torch import nn
 

@@ -35,7 +35,7 @@ from plugformer.checkpoint import (
     save_state,
     write_json,
 )
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from torch import Tensor, nn
 
 from plugformer_parallel.availability import DEEPSPEED_NOT_INSTALLED

@@ -17,7 +17,7 @@ from torch import nn
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from plugformer.checkpoint import OPTIMIZER_STATE, load_model, load_state
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from plugformer.interfaces import ModelTransform, Stage
 from plugformer_parallel.group import ProcessGroupStrategy
 from plugformer_parallel.schemas import FSDPConfig

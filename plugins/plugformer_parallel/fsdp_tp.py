@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from plugformer.interfaces import ModelTransform
 from plugformer_parallel.fsdp import _FullyShard, fsdp_no_sync
 from plugformer_parallel.group import ProcessGroupStrategy

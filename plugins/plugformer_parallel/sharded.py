@@ -30,7 +30,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_model_state_dict, set_state_dict)
 
 from plugformer.checkpoint import read_json, save_model, unflatten_state, write_json
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from plugformer_parallel.layout import DCP_DIR, LAYOUT_FILE, is_sharded  # noqa: F401  (is_sharded: re-export)
 
 _TENSOR = "__tensor__"

@@ -29,9 +29,9 @@ from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
                                                parallelize_module)
 
 from plugformer.checkpoint import OPTIMIZER_STATE, load_model, load_state, save_model, unflatten_state, write_json
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from plugformer.interfaces import ModelTransform, Stage
-from plugformer.model.transformer import SelfAttention
+from plugformer.model import SelfAttention
 from plugformer_parallel.group import ProcessGroupStrategy
 from plugformer_parallel.layout import DCP_DIR, LAYOUT_FILE, is_sharded
 from plugformer_parallel.schemas import TPConfig

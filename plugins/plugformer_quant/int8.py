@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from plugformer import quiet_import
-from plugformer.errors import UnavailableError
+from plugformer import UnavailableError
 from plugformer.interfaces import Quantizer
 from torch import nn
 

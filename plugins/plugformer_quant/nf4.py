@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from plugformer.errors import UnavailableError
+from plugformer import UnavailableError
 from torch import nn
 
 from plugformer_quant import availability

@@ -7,7 +7,7 @@ import fnmatch
 import json
 
 import torch
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from plugformer.interfaces import Quantizer
 from torch import nn
 

@@ -15,7 +15,7 @@ import string
 from collections.abc import Iterator
 from typing import Any
 
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from plugformer.interfaces import SPLITS, TextSource
 
 from plugformer_tasks.schemas import TaskFormat

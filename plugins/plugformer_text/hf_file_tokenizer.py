@@ -6,7 +6,7 @@ from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from plugformer_text.hf_base import FILENAME, HFBackedTokenizer
 from plugformer_text.specials import CANDIDATES
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from plugformer.interfaces import Tokenizer
 from plugformer_text.availability import SENTENCEPIECE_MISSING, sentencepiece_available
 from plugformer_text.specials import CANDIDATES

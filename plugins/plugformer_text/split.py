@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 
 
 def key_score(key: str) -> float:

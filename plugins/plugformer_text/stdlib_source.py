@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from plugformer.interfaces import SPLITS, TextSource
 from plugformer_text.split import check_fraction, val_keys
 

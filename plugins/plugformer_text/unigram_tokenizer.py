@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from plugformer_text.hf_base import HFBackedTokenizer
 from plugformer_text.specials import SPECIALS, UNK
 

@@ -5,7 +5,7 @@ import re
 import sys
 from importlib import metadata
 
-from plugformer.registry import Availability
+from plugformer import Availability
 
 
 def _torch_version() -> tuple[int, int] | None:

@@ -6,7 +6,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from plugformer.interfaces import (
     Objective,
     ObjectiveOutput,

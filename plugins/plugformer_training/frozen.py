@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from plugformer import load_plugins
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from plugformer.generation import Generator, check_checkpoint_dir
 from torch import nn
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from plugformer.errors import UnavailableError
+from plugformer import UnavailableError
 from plugformer_training import availability
 from plugformer_training.param_groups import decay_groups
 from plugformer_training.schemas import AdafactorConfig, AdamConfig, AdamWConfig, SGDConfig

@@ -13,9 +13,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from plugformer.interfaces import SPLITS, TextSource
-from plugformer.training.supervised import record_kind
+from plugformer.training import record_kind
 
 
 def prompt_key(record: dict[str, Any]) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 from plugformer.interfaces import Objective, ObjectiveOutput, SupervisedBatch
 from torch import Tensor, nn
 

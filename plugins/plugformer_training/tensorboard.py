@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from plugformer import RunInfo, UnavailableError, hookimpl
-from plugformer.registry import Availability
+from plugformer import Availability
 
 LOG_SUBDIR = "tensorboard"
 

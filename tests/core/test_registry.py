@@ -181,3 +181,125 @@ def test_every_family_is_a_registry_reachable_by_attribute_and_key():
         assert regs[family] is getattr(regs, family) and regs[family].family == family
     with pytest.raises(AttributeError):
         regs.no_such_family  # noqa: B018
+
+
+# --- a saved config naming components this install lacks: where they came from, how to get them -------------
+
+EXAMPLE = {"name": "example", "dist": "plugformer-example-plugin", "version": "0.2.0", "value": "plugformer_example",
+           "status": "loaded", "error": "", "api": "1.0",
+           "components": {"attention": ["chunked", "gemma_softcap"], "position": ["t5_bias"]}}
+
+
+def test_manifest_records_the_components_each_plugin_registered(host):
+    manifest = {m["name"]: m for m in host.manifest()}
+    assert "sdpa" in manifest["attention"]["components"]["attention"]
+    assert manifest["attention"]["components"] == host.registries.components_of("attention")
+    assert set(manifest["layers"]["components"]) == {"norm", "mlp"}
+
+
+def test_origin_names_the_package_that_provided_it_and_how_to_install_it():
+    from plugformer.errors import component_origin
+
+    assert component_origin("attention", "chunked", [EXAMPLE], installed=lambda dist: None) == (
+        "it was provided by plugformer-example-plugin 0.2.0 (see plugins.json); "
+        "install it: pip install plugformer-example-plugin==0.2.0")
+    other = component_origin("attention", "chunked", [EXAMPLE], installed=lambda dist: "0.1.0")
+    assert "plugformer-example-plugin 0.1.0 is installed here; install that version: pip install " \
+           "plugformer-example-plugin==0.2.0" in other
+    same = component_origin("position", "t5_bias", [EXAMPLE], installed=lambda dist: "0.2.0")
+    assert "its plugin 'example' did not register it here (see `plugformer plugins`)" in same
+    assert component_origin("attention", "flash", [EXAMPLE], installed=lambda dist: None) == ""
+
+
+def test_origin_from_an_older_manifest_names_the_packages_not_installed_here():
+    from plugformer.errors import component_origin
+
+    old = [{k: v for k, v in EXAMPLE.items() if k != "components"},
+           {"name": "attention", "dist": "plugformer", "version": "0.1.0", "status": "loaded"}]
+    hint = component_origin("attention", "chunked", old, installed=lambda d: "0.1.0" if d == "plugformer" else None)
+    assert hint == ("it may come from a plugin the artifact was written with that is not installed here (see "
+                    "plugins.json): plugformer-example-plugin 0.2.0 (pip install plugformer-example-plugin==0.2.0)")
+
+
+def test_require_reports_every_missing_component_at_once_with_its_origin():
+    from plugformer.errors import UnknownComponentsError
+
+    regs = Registries()
+    regs.attention.register("sdpa", "x:Sdpa")
+    regs.require([("attention", "sdpa")], [EXAMPLE])  # registered: nothing to say
+    with pytest.raises(UnknownComponentsError) as err:
+        regs.require([("attention", "chunked"), ("attention", "sdpa"), ("position", "t5_bias"),
+                      ("attention", "chunked")], [EXAMPLE])
+    msg = str(err.value)
+    assert "\n" not in msg and msg.count("unknown attention 'chunked'") == 1 and "unknown position 't5_bias'" in msg
+    assert "it was provided by plugformer-example-plugin 0.2.0 (see plugins.json); install it: " \
+           "pip install plugformer-example-plugin==0.2.0" in msg
+    assert isinstance(err.value, UnknownComponentError) and [e.name for e in err.value.errors] == ["chunked", "t5_bias"]
+
+
+def test_loading_a_checkpoint_whose_plugin_is_gone_says_which_package_to_install(builtin_host, tiny_config, tmp_path,
+                                                                                  monkeypatch):
+    import json
+
+    from omegaconf import OmegaConf
+
+    import plugformer.errors
+    from plugformer.inference import load_model_for_inference
+
+    monkeypatch.setattr(plugformer.errors, "_installed_version", lambda dist: None)
+
+    cfg = OmegaConf.to_container(tiny_config("model.layer_overrides={1: {norm: {name: fancy_norm}}}"), resolve=True)
+    cfg["attention"] = {"name": "chunked", "chunk": 16}
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (tmp_path / "model.safetensors").write_bytes(b"")  # never read: the check comes first
+    (tmp_path / "plugins.json").write_text(json.dumps([*builtin_host.manifest(), EXAMPLE]))
+    with pytest.raises(UnknownComponentError) as err:
+        load_model_for_inference(tmp_path, builtin_host.registries, device="cpu")
+    msg = str(err.value)
+    assert msg.startswith("unknown attention 'chunked'; it was provided by plugformer-example-plugin 0.2.0 "
+                          "(see plugins.json); install it: pip install plugformer-example-plugin==0.2.0; "
+                          "registered attention choices: ")
+    assert "unknown norm 'fancy_norm'" in msg  # a per-layer name is checked too
+
+
+# --- validate: every unknown name at once ---------------------------------------------------------------------
+
+def test_validate_reports_every_unknown_name_of_a_composed_config_in_one_line(builtin_host, tiny_config):
+    from plugformer.config.validate import validate_train
+    from plugformer.errors import UnknownComponentsError
+
+    cfg = tiny_config("trainer.callbacks=[progress,nope]", "model.layer_overrides={0: {mlp: {name: wide}}}")
+    with pytest.raises(UnknownComponentsError) as err:
+        validate_train(cfg, builtin_host.registries)
+    msg = str(err.value)
+    assert "\n" not in msg and "unknown callback 'nope'" in msg and "unknown mlp 'wide'" in msg
+    assert [(e.family, e.name) for e in err.value.errors] == [("callback", "nope"), ("mlp", "wide")]
+
+
+def test_validate_reports_unknown_names_beside_the_other_problems(builtin_host, tiny_config):
+    from plugformer.config.validate import validate_train
+    from plugformer.errors import ConfigError
+
+    cfg = tiny_config("trainer.callbacks=[nope]", "model.d_model=65")
+    with pytest.raises(ConfigError, match=r"^invalid config: unknown callback 'nope'.*; model.d_model=65 is not "
+                                          r"divisible by model.n_heads"):
+        validate_train(cfg, builtin_host.registries)
+
+
+def test_composing_several_unknown_group_choices_names_them_all(tiny_config):
+    from plugformer.errors import PlugformerError
+
+    with pytest.raises(PlugformerError) as err:
+        tiny_config("attention=foo", "position=bar", "norm=baz", "mlp=gelu")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("unknown attention 'foo'; ")
+    assert "; unknown position 'bar'; " in msg and "; unknown norm 'baz'; " in msg and "'gelu'" not in msg
+
+
+def test_origin_survives_a_malformed_or_local_manifest():
+    from plugformer.errors import component_origin
+
+    local = {"name": "scratch", "dist": "<local>", "version": "", "components": {"attention": ["mine"]}}
+    assert component_origin("attention", "mine", [local, "junk", {"components": ["x"]}], installed=lambda d: None) == \
+        "it was registered by plugin 'scratch' (see plugins.json), which is not part of a package"
+    assert component_origin("attention", "x", ["junk", {"components": ["x"]}], installed=lambda d: None) == ""

@@ -41,7 +41,7 @@ from plugformer.checkpoint.layout import (
     TRAINER_STATE,
     resolve_checkpoint,
 )
-from plugformer.checkpoint.probes import is_quantized, quantization_record, trained_adapter
+from plugformer.checkpoint.probes import is_quantized, plugins_record, quantization_record, trained_adapter
 
 if TYPE_CHECKING:
     from plugformer.checkpoint.loader import (
@@ -93,7 +93,7 @@ __all__ = [
     "METRICS_FILE", "MODEL_FILE", "OPTIMIZER_STATE", "PEFT_CONFIG_FILE", "PEFT_WEIGHTS_FILE", "PLUGINS_FILE",
     "QUANTIZATION_FILE", "SUMMARY_FILE", "TOKENIZER_DIR", "TRAINER_STATE",
     "CheckpointDir", "InferenceModel", "adapter_entry_name", "attach_adapter", "check_checkpoint_dir",
-    "flatten_state", "is_quantized", "load_config", "load_model", "load_model_for_inference", "load_state",
+    "flatten_state", "is_quantized", "plugins_record", "load_config", "load_model", "load_model_for_inference", "load_state",
     "load_tokenizer", "quantization_record", "read_json", "read_tensors", "replace_model_file", "resolve_checkpoint",
     "save_model", "save_state", "tensor_bytes", "trained_adapter", "unflatten_state", "write_json",
     "write_model_checkpoint",

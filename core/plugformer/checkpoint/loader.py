@@ -36,7 +36,7 @@ from plugformer.checkpoint.layout import (
     TOKENIZER_DIR,
     resolve_checkpoint,
 )
-from plugformer.checkpoint.probes import quantization_record, trained_adapter
+from plugformer.checkpoint.probes import plugins_record, quantization_record, trained_adapter
 from plugformer.errors import ConfigError, PlugformerError
 
 if TYPE_CHECKING:
@@ -287,10 +287,12 @@ def load_model_for_inference(checkpoint: str | Path, registries: Registries, *, 
     import torch
 
     from plugformer.interfaces import resolve_device
+    from plugformer.model import model_components
 
     path = check_checkpoint_dir(checkpoint)
     cfg = load_config(path)
     _require_nodes(cfg, path)
+    registries.require(model_components(cfg), plugins_record(path))  # a missing plugin is named with its package
     tokenizer = load_tokenizer(path, cfg, registries)
     dev = torch.device(resolve_device(device))
     record = quantization_record(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from plugformer.checkpoint.layout import QUANTIZATION_FILE
+from plugformer.checkpoint.layout import PLUGINS_FILE, QUANTIZATION_FILE
 from plugformer.errors import ConfigError
 
 
@@ -23,6 +23,19 @@ def quantization_record(path: str | Path) -> dict[str, Any] | None:
     return record
 
 
+def plugins_record(path: str | Path) -> list[dict[str, Any]]:
+    """The ``plugins.json`` of a checkpoint (the plugins it was written with, their versions and
+    components), or ``[]``: an unreadable or malformed record only costs the hints that use it."""
+    import json
+
+    file = Path(path) / PLUGINS_FILE
+    try:
+        record = json.loads(file.read_text()) if file.is_file() else []
+    except (OSError, ValueError):
+        return []
+    return record if isinstance(record, list) else []
+
+
 def is_quantized(path: str | Path) -> bool:
     """Whether ``path`` is a quantized checkpoint (written by ``plugformer quantize``)."""
     return (Path(path) / QUANTIZATION_FILE).is_file()
@@ -39,4 +52,4 @@ def trained_adapter(checkpoint: str | Path | Any) -> str | None:
     return None if name in (None, "none") else str(name)
 
 
-__all__ = ["is_quantized", "quantization_record", "trained_adapter"]
+__all__ = ["is_quantized", "plugins_record", "quantization_record", "trained_adapter"]

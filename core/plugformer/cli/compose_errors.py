@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from plugformer.errors import UnknownComponentError, did_you_mean
+from plugformer.errors import UnknownComponentError, did_you_mean, unknown_components
 from plugformer.registry import Registries
 
 
@@ -18,6 +18,13 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _group_options(group: str) -> list[str]:
+    """The options of config group ``group`` in the search path Hydra is composing with now."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    return list(GlobalHydra.instance().config_loader().get_group_options(group))
+
+
 def describe(exc: Exception, overrides: list[str], registries: Registries, keys_of: Any) -> str:
     """One line for a failed compose. ``keys_of(key)`` lists the keys beside ``key``, or None."""
     from hydra.errors import MissingConfigException
@@ -28,7 +35,10 @@ def describe(exc: Exception, overrides: list[str], registries: Registries, keys_
         if group in registries.families():
             choices = {name: "config file" for name in options}
             choices.update({e.name: e.provided_by for e in registries[group]})
-            return str(UnknownComponentError(group, option, choices, registries.failure_lines()))
+            first = UnknownComponentError(group, option, choices, registries.failure_lines())
+            from plugformer.config.validate import unknown_choices  # every unknown name, in override order
+
+            return str(unknown_components([*unknown_choices(overrides, registries, _group_options), first]))
         return f"no config '{option}' in group '{group}'{did_you_mean(option, options)}; options: {', '.join(options)}"
     message = str(exc)
     bad_key = re.search(r"Could not override '([^']+)'", message)

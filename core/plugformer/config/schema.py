@@ -8,11 +8,12 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
+from plugformer.families import CONFIG_GROUPS
+
 SCHEMA_VERSION = 1
 
-#: config groups whose option names a registry entry of the same family
-COMPONENT_GROUPS = ("tokenizer", "attention", "position", "norm", "mlp", "objective", "optimizer",
-                    "scheduler", "parallel", "data", "adapter", "quantizer")
+#: config groups whose option names a registry entry of the same family (see plugformer.families)
+COMPONENT_GROUPS = CONFIG_GROUPS
 
 
 class Precision(str, Enum):

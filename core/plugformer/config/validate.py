@@ -2,13 +2,14 @@
 the device fit. Every problem found is reported at once, on one line."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
 from plugformer.build import component_config
 from plugformer.config.schema import COMPONENT_GROUPS
-from plugformer.errors import ConfigError, PlugformerError, UnknownComponentError
+from plugformer.errors import ConfigError, PlugformerError, UnknownComponentError, unknown_components
 from plugformer.interfaces.parallel import resolve_device
 from plugformer.registry import Entry, Registries
 
@@ -16,6 +17,7 @@ from plugformer.registry import Entry, Registries
 def validate_train(cfg: DictConfig, registries: Registries) -> dict[str, Entry]:
     """Validate a ``train`` config; return the resolved entry of each component group."""
     problems: list[str] = []
+    unknown: list[UnknownComponentError] = []  # every unknown name is reported, all at once
     entries: dict[str, Entry] = {}
     for family in COMPONENT_GROUPS:
         try:
@@ -23,14 +25,17 @@ def validate_train(cfg: DictConfig, registries: Registries) -> dict[str, Entry]:
             entries[family] = entry
             if not ok:
                 problems.append(f"{family} '{entry.name}' is unavailable here: {reason}")
-        except UnknownComponentError:
-            raise
+        except UnknownComponentError as exc:
+            unknown.append(exc)
         except PlugformerError as exc:
             problems.append(str(exc))
     for name in cfg.trainer.callbacks:
-        registries.callback.get(name)
+        try:
+            registries.callback.get(name)
+        except UnknownComponentError as exc:
+            unknown.append(exc)
     problems += _check_model(cfg)
-    layer_attention = _check_layers(cfg, registries, problems)
+    layer_attention = _check_layers(cfg, registries, problems, unknown)
     device = "cpu"
     try:
         device = resolve_device(cfg.device).split(":")[0]
@@ -38,9 +43,31 @@ def validate_train(cfg: DictConfig, registries: Registries) -> dict[str, Entry]:
         problems.append(str(exc))
     problems += _check_capabilities(entries, device, registries, layer_attention)
     problems += _check_transform_groups(entries, registries)
+    if unknown:
+        if not problems:
+            raise unknown_components(unknown)
+        problems.insert(0, str(unknown_components(unknown)))
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
     return entries
+
+
+def unknown_choices(overrides: Iterable[str], registries: Registries,
+                    options_of: Callable[[str], Iterable[str]]) -> list[UnknownComponentError]:
+    """Every ``family=name`` override naming neither a registered component nor a config option of that group
+    (``options_of(family)``, e.g. a plugin's YAML preset), so a compose that fails on one unknown name can
+    report them all at once."""
+    unknown = []
+    for override in overrides:
+        key, eq, name = override.lstrip("+~").partition("=")
+        if not eq or key not in COMPONENT_GROUPS or name in registries[key]:
+            continue
+        options = list(options_of(key))
+        if name not in options:
+            choices = {option: "config file" for option in options}
+            choices.update({e.name: e.provided_by for e in registries[key]})
+            unknown.append(UnknownComponentError(key, name, choices, registries.failure_lines()))
+    return unknown
 
 
 def effective_entry(registries: Registries, family: str, node: Any) -> tuple[Entry, bool, str]:
@@ -72,9 +99,10 @@ def _check_model(cfg: DictConfig) -> list[str]:
     return problems
 
 
-def _check_layers(cfg: DictConfig, registries: Registries, problems: list[str]) -> list[Entry]:
+def _check_layers(cfg: DictConfig, registries: Registries, problems: list[str],
+                  unknown: list[UnknownComponentError] | None = None) -> list[Entry]:
     """Per-layer layouts: every layer's attention/norm/mlp must resolve and bind. Returns the attention
-    entries in use beyond the global one."""
+    entries in use beyond the global one; unknown names go to ``unknown`` (raised at once without it)."""
     from plugformer.model.assemble import LAYER_FAMILIES, layer_node, layer_spec
 
     m = cfg.model
@@ -107,8 +135,11 @@ def _check_layers(cfg: DictConfig, registries: Registries, problems: list[str]) 
         for family in LAYER_FAMILIES:
             try:
                 entry, ok, reason = effective_entry(registries, family, layer_node(cfg, family, layer))
-            except UnknownComponentError:
-                raise
+            except UnknownComponentError as exc:
+                if unknown is None:
+                    raise
+                unknown.append(exc)
+                continue
             except PlugformerError as exc:
                 found.setdefault(str(exc), []).append(layer)
                 continue

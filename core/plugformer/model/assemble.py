@@ -6,6 +6,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from plugformer.build import build, entry_class
+from plugformer.families import LAYER_FAMILIES, TRANSFORM_FAMILIES
 from plugformer.interfaces import ModelDims
 from plugformer.model.transformer import ModelParts, Transformer
 from plugformer.registry import Registries
@@ -16,9 +17,6 @@ def model_dims(cfg: DictConfig, vocab_size: int, causal: bool) -> ModelDims:
     return ModelDims(vocab_size=vocab_size, d_model=m.d_model, n_heads=m.n_heads,
                      n_kv_heads=m.n_kv_heads or m.n_heads, max_seq_len=m.max_seq_len or cfg.data.seq_len,
                      dropout=m.dropout, bias=m.bias, causal=causal)
-
-
-LAYER_FAMILIES = ("attention", "norm", "mlp")
 
 
 def _plain(node: Any) -> dict[str, Any]:
@@ -61,6 +59,18 @@ def model_parts(cfg: DictConfig, registries: Registries) -> ModelParts:
 
     return ModelParts(attention=part("attention"), norm=part("norm"), mlp=part("mlp"),
                       position=lambda dims: build(registries, "position", cfg.position, dims))
+
+
+def model_components(cfg: DictConfig) -> list[tuple[str, str]]:
+    """``(family, name)`` of every component rebuilding the model of ``cfg`` (a checkpoint's config) takes:
+    its tokenizer, objective (causality), position encoding, each block's attention/norm/mlp and its
+    adapter/quantizer transforms, in that order, without repeats."""
+    wanted = [(family, cfg[family].name) for family in ("tokenizer", "objective", "position")]
+    for layer in range(-1, int(cfg.model.n_layers)):
+        wanted += [(family, _plain(layer_node(cfg, family, layer)).get("name", cfg[family].name))
+                   for family in LAYER_FAMILIES]
+    wanted += [(family, cfg[family].name) for family in TRANSFORM_FAMILIES if cfg.get(family) is not None]
+    return list(dict.fromkeys(wanted))
 
 
 def build_model(cfg: DictConfig, registries: Registries, vocab_size: int) -> Transformer:

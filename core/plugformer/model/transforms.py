@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from plugformer.errors import ConfigError
+from plugformer.families import TRANSFORM_FAMILIES
 from plugformer.interfaces import ModelTransform, Stage
 
 
@@ -49,7 +50,7 @@ def config_transforms(cfg: Any, registries: Any = None) -> list[ModelTransform]:
     return out
 
 
-TRANSFORM_GROUPS = ("adapter", "quantizer")  # config groups whose component is a ModelTransform
+TRANSFORM_GROUPS = TRANSFORM_FAMILIES  # config groups whose component is a ModelTransform
 
 
 def component_transforms(cfg: Any, registries: Any) -> list[ModelTransform]:
