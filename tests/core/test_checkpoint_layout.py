@@ -25,8 +25,8 @@ def sources() -> list[Path]:
 
 def docstring_nodes(tree: ast.AST) -> set[int]:
     """Bare string statements (docstrings, and strings used as comments) may name files."""
-    return {id(node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)}
+    return {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)}
 
 
 def test_the_scan_sees_the_code_base():

@@ -17,7 +17,6 @@ from plugformer.checkpoint import (
     PLUGINS_FILE,
     QUANTIZATION_FILE,
     TOKENIZER_DIR,
-    attach_adapter,
     is_quantized,
     load_config,
     load_model,
@@ -27,7 +26,16 @@ from plugformer.checkpoint import (
     write_model_checkpoint,
 )
 from plugformer.errors import ConfigError
-from plugformer.ops import ConsolidateReport, MergeReport, PruneReport, QuantizeReport, consolidate, merge, prune, quantize
+from plugformer.ops import (
+    ConsolidateReport,
+    MergeReport,
+    PruneReport,
+    QuantizeReport,
+    consolidate,
+    merge,
+    prune,
+    quantize,
+)
 
 FIXTURE = Path(__file__).parents[1] / "data" / "checkpoint-v1"
 
@@ -144,7 +152,8 @@ def test_the_writer_writes_weights_config_tokenizer_plugins_and_records(tmp_path
                                  records={"note.json": {"why": "test"}})
     assert out == tmp_path / "new" and not list(tmp_path.glob(".tmp-*"))
     assert load_model(out).keys() == state.keys() and load_config(out).model.d_model == 4
-    assert (out / TOKENIZER_DIR / "tokenizer.json").read_text() == (FIXTURE / TOKENIZER_DIR / "tokenizer.json").read_text()
+    tokenizer_file = Path(TOKENIZER_DIR) / "tokenizer.json"
+    assert (out / tokenizer_file).read_text() == (FIXTURE / tokenizer_file).read_text()
     assert (out / PLUGINS_FILE).read_bytes() == (FIXTURE / PLUGINS_FILE).read_bytes()
     assert json.loads((out / "note.json").read_text()) == {"why": "test"}
     with pytest.raises(ConfigError, match="already exists and is not empty"):
