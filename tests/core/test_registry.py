@@ -244,7 +244,7 @@ def test_loading_a_checkpoint_whose_plugin_is_gone_says_which_package_to_install
     from omegaconf import OmegaConf
 
     import plugformer.errors
-    from plugformer.inference import load_model_for_inference
+    from plugformer.checkpoint import load_model_for_inference
 
     monkeypatch.setattr(plugformer.errors, "_installed_version", lambda dist: None)
 
