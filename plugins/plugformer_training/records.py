@@ -15,7 +15,7 @@ from typing import Any
 
 from plugformer.errors import ConfigError
 from plugformer.interfaces import SPLITS, TextSource
-from plugformer.training.supervised import record_kind
+from plugformer.training import record_kind
 
 
 def prompt_key(record: dict[str, Any]) -> str:
@@ -48,14 +48,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             record_kind(record, f"{path}:{n}")
             out.append(record)
     return out
-
-
-def write_jsonl(records: list[dict[str, Any]], path: Path) -> None:
-    """Write ``records`` one JSON object per line (via a temporary file renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    tmp.replace(path)
 
 
 class JsonlRecords(TextSource):
