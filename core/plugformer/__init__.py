@@ -12,13 +12,13 @@ from plugformer.errors import (
 from plugformer.hookspecs import hookimpl
 from plugformer.plugins import PLUGIN_API_VERSION, get_registries, load_plugins
 from plugformer.registry import FAMILIES, Entry, Registries, Registry
-from plugformer.run import RunInfo
+from plugformer.run import RunInfo, TrainingState
 
 __version__ = "0.1.0"
 API_VERSION = PLUGIN_API_VERSION[0]  # the plugin API's major version (see plugformer.plugins)
 
 __all__ = [
     "API_VERSION", "FAMILIES", "PLUGIN_API_VERSION", "ConfigError", "DuplicateComponentError", "Entry",
-    "PlugformerError", "PluginLoadError", "Registries", "Registry", "RunInfo", "UnavailableError",
+    "PlugformerError", "PluginLoadError", "Registries", "Registry", "RunInfo", "TrainingState", "UnavailableError",
     "UnknownComponentError", "__version__", "get_registries", "hookimpl", "load_plugins",
 ]
