@@ -16,7 +16,7 @@ from plugformer.hookspecs import hookimpl
 from plugformer.imports import quiet_import
 from plugformer.plugins import PLUGIN_API_VERSION, get_registries, load_plugins
 from plugformer.registry import Availability, Entry, Registries, Registry
-from plugformer.run import RunInfo
+from plugformer.run import RunInfo, TrainingState
 
 __version__ = "0.1.0"
 API_VERSION = PLUGIN_API_VERSION[0]  # the plugin API's major version (see plugformer.plugins)
@@ -41,6 +41,6 @@ PUBLIC_MODULES: tuple[str, ...] = (
 __all__ = [
     "API_VERSION", "FAMILIES", "PLUGIN_API_VERSION", "PUBLIC_MODULES", "Availability", "ConfigError", "CoreField",
     "DuplicateComponentError", "Entry", "Family", "PlugformerError", "PluginLoadError", "Registries", "Registry",
-    "RunInfo", "UnavailableError", "UnknownComponentError", "__version__", "get_registries", "hookimpl",
+    "RunInfo", "TrainingState", "UnavailableError", "UnknownComponentError", "__version__", "get_registries", "hookimpl",
     "load_plugins", "quiet_import",
 ]

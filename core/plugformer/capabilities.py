@@ -16,6 +16,10 @@ key                       families    meaning
 ``padding_mask``          attention   ``-inf`` bias on padded keys gives the unpadded result
 ``gqa``                   attention   accepts fewer kv heads than query heads
 ``sliding_window``        attention   has a ``window`` schema field (see ``Attention``)
+``exact_softmax``         attention   computes exactly softmax(q kᵀ/√D + bias) v, so the conformance kit
+                                      compares it with the reference; variants (cosine, talking-heads,
+                                      differential attention) leave it out and are held to the
+                                      self-consistency properties only
 ``needs_attention``       any         attention capabilities it requires, e.g. ``["attention_bias"]``
 ``injects``               position    where it acts: ``embed``, ``rotate``, ``attention_bias``
 ``parameters``            position    True when it has trainable parameters
@@ -30,4 +34,4 @@ key                       families    meaning
 from __future__ import annotations
 
 ATTENTION_FEATURES = ("causal", "bidirectional", "kv_cache", "attention_bias", "padding_mask", "gqa",
-                      "sliding_window")
+                      "sliding_window", "exact_softmax")

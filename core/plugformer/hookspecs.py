@@ -13,7 +13,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from plugformer.registry import Registries
-    from plugformer.run import RunInfo
+    from plugformer.run import RunInfo, TrainingState
 
 PROJECT = "plugformer"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -31,27 +31,45 @@ def plugformer_register(registries: Registries) -> None:
 
 
 @hookspec
-def plugformer_train_start(run: RunInfo) -> None:
-    """Training is about to run its first step (``run.start_step`` > 0 after a resume)."""
+def plugformer_train_start(run: RunInfo, state: TrainingState) -> None:
+    """Training is about to run its first step (``run.start_step`` > 0 after a resume).
+
+    ``state`` (:class:`plugformer.run.TrainingState`, every lifecycle hook receives it) is a read-only
+    view of the model, optimizer and gradients; through it a callback may add metrics
+    (``state.log_metrics``) and ask to stop early (``state.request_stop``)."""
 
 
 @hookspec
-def plugformer_step_end(run: RunInfo, step: int, metrics: dict[str, float]) -> None:
-    """An optimizer step finished. ``metrics`` holds at least ``loss``, ``lr`` and ``tokens_per_s``.
+def plugformer_before_optimizer_step(run: RunInfo, step: int, state: TrainingState) -> None:
+    """Every step, after backward and before gradient clipping and the optimizer step: the only point
+    where ``state.gradients()`` / ``state.grad_norm()`` see this step's gradients."""
+
+
+@hookspec
+def plugformer_after_optimizer_step(run: RunInfo, step: int, state: TrainingState) -> None:
+    """Every step, after the optimizer and the scheduler stepped (the weights are this step's result; an
+    EMA of the weights updates here)."""
+
+
+@hookspec
+def plugformer_step_end(run: RunInfo, step: int, metrics: dict[str, float], state: TrainingState) -> None:
+    """An optimizer step finished. ``metrics`` holds at least ``loss``, ``lr`` and ``tokens_per_s``, plus
+    what callbacks added with ``state.log_metrics`` since the last logging step.
 
     Called on logging steps only (every ``trainer.log_every`` steps and the last one)."""
 
 
 @hookspec
-def plugformer_evaluate(run: RunInfo, step: int, metrics: dict[str, float]) -> None:
+def plugformer_evaluate(run: RunInfo, step: int, metrics: dict[str, float], state: TrainingState) -> None:
     """An evaluation pass finished. ``metrics`` holds ``val_loss`` and ``val_perplexity``."""
 
 
 @hookspec
-def plugformer_checkpoint_saved(run: RunInfo, step: int, path: Path) -> None:
+def plugformer_checkpoint_saved(run: RunInfo, step: int, path: Path, state: TrainingState) -> None:
     """A checkpoint was written completely and atomically to ``path``."""
 
 
 @hookspec
-def plugformer_train_end(run: RunInfo, metrics: dict[str, Any]) -> None:
-    """Training finished (normally or by reaching ``max_steps``); ``metrics`` summarises the run."""
+def plugformer_train_end(run: RunInfo, metrics: dict[str, Any], state: TrainingState) -> None:
+    """Training finished (by reaching ``max_steps``, or early when a callback called
+    ``state.request_stop``: then ``metrics["stop_reason"]`` says why); ``metrics`` summarises the run."""

@@ -3,7 +3,8 @@
 ``naive`` is the readable reference every other backend is tested against; ``sdpa`` is the fast
 default, dispatching to PyTorch's fused kernels (flash, memory-efficient, cuDNN or math); ``xformers``
 uses xformers' memory-efficient kernels on CUDA (optionally falling back to ``sdpa`` elsewhere).
-All three honour the whole ``Attention`` contract, sliding windows and padding biases included.
+All three honour the whole ``Attention`` contract, sliding windows and padding biases included, and
+compute exact softmax attention (``exact_softmax``: the conformance kit compares them with the reference).
 """
 from plugformer import hookimpl
 
@@ -12,7 +13,7 @@ plugformer_api = "1.0"  # the plugformer plugin API this package targets
 #: every claim here is exercised by tests/plugins/test_attention.py (and the conformance kit)
 _CONTRACT = {
     "causal": True, "bidirectional": True, "kv_cache": True, "attention_bias": True, "padding_mask": True,
-    "gqa": True, "sliding_window": True,
+    "gqa": True, "sliding_window": True, "exact_softmax": True,
 }
 
 

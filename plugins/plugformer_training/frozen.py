@@ -6,7 +6,8 @@ from typing import Any
 
 from plugformer import load_plugins
 from plugformer import ConfigError
-from plugformer.generation import Generator, check_checkpoint_dir
+from plugformer.checkpoint import check_checkpoint_dir
+from plugformer.generation import Generator
 from torch import nn
 
 

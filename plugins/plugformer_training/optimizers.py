@@ -1,12 +1,13 @@
-"""Optimizer factories over torch.optim; each honours its config's ``no_decay`` parameter kinds."""
+"""Optimizer factories over torch.optim; each honours its config's ``no_decay`` parameter kinds through
+the core's :func:`plugformer.interfaces.param_groups`."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from plugformer import UnavailableError
+from plugformer.interfaces import param_groups
 from plugformer_training import availability
-from plugformer_training.param_groups import decay_groups
 from plugformer_training.schemas import AdafactorConfig, AdamConfig, AdamWConfig, SGDConfig
 
 
@@ -20,13 +21,13 @@ def _fused(requested: bool | None, model: nn.Module) -> bool | None:
 
 def adamw(config: AdamWConfig, model: nn.Module) -> torch.optim.Optimizer:
     """AdamW (decoupled weight decay); the fused implementation unless ``fused=false``."""
-    return torch.optim.AdamW(decay_groups(model, config.weight_decay, config.no_decay), lr=config.lr,
+    return torch.optim.AdamW(param_groups(model, config.weight_decay, config.no_decay), lr=config.lr,
                              betas=tuple(config.betas), eps=config.eps, fused=_fused(config.fused, model))
 
 
 def adam(config: AdamConfig, model: nn.Module) -> torch.optim.Optimizer:
     """Adam (weight decay as an L2 gradient term); the fused implementation unless ``fused=false``."""
-    return torch.optim.Adam(decay_groups(model, config.weight_decay, config.no_decay), lr=config.lr,
+    return torch.optim.Adam(param_groups(model, config.weight_decay, config.no_decay), lr=config.lr,
                             betas=tuple(config.betas), eps=config.eps, fused=_fused(config.fused, model))
 
 
@@ -34,7 +35,7 @@ def sgd(config: SGDConfig, model: nn.Module) -> torch.optim.Optimizer:
     """SGD with (Nesterov) momentum: the cheapest optimizer state, a baseline for the others."""
     if config.nesterov and config.momentum <= 0:
         raise ValueError(f"optimizer.nesterov=true needs momentum > 0, got momentum={config.momentum}")
-    return torch.optim.SGD(decay_groups(model, config.weight_decay, config.no_decay), lr=config.lr,
+    return torch.optim.SGD(param_groups(model, config.weight_decay, config.no_decay), lr=config.lr,
                            momentum=config.momentum, nesterov=config.nesterov)
 
 
@@ -45,5 +46,5 @@ def adafactor(config: AdafactorConfig, model: nn.Module) -> torch.optim.Optimize
         raise UnavailableError(f"optimizer 'adafactor' is unavailable: {reason}")
     if len(config.eps) != 2:
         raise ValueError(f"optimizer.eps must be [eps1, eps2] (eps1 may be null), got {list(config.eps)}")
-    return torch.optim.Adafactor(decay_groups(model, config.weight_decay, config.no_decay), lr=config.lr,
+    return torch.optim.Adafactor(param_groups(model, config.weight_decay, config.no_decay), lr=config.lr,
                                  beta2_decay=config.beta2_decay, eps=tuple(config.eps), d=config.d)

@@ -50,14 +50,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def write_jsonl(records: list[dict[str, Any]], path: Path) -> None:
-    """Write ``records`` one JSON object per line (via a temporary file renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    tmp.replace(path)
-
-
 class JsonlRecords(TextSource):
     """Records from ``config.path`` (train, minus the held-out share) and ``config.val_path``."""
 

@@ -1,6 +1,7 @@
 """The conformance kit (``pytest --plugformer-conformance``): every built-in passes it, a broken
 third-party component fails it by name, the selection options restrict it, and without the flag the
-pytest plugin does nothing (and imports no torch)."""
+pytest plugin does nothing (and imports no torch). Attention variants that are not exact softmax
+attention pass the self-consistency cases and are exempt from "equals the reference"; broken ones fail."""
 from __future__ import annotations
 
 import os
@@ -10,9 +11,14 @@ import textwrap
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
+import torch.nn.functional as F
+from plugformer.interfaces import Attention, causal_mask
 from plugformer.plugins import ENV_ALLOW, ENV_BLOCK, ENV_DISABLE_AUTOLOAD, ENV_STRICT
+from plugformer.registry import Entry
 
 BUILTIN_FAMILIES = ("attention", "position", "tokenizer", "norm", "mlp", "optimizer", "scheduler", "objective",
                     "data")
@@ -94,7 +100,7 @@ def test_a_broken_third_party_backend_fails_by_name(leaky_site: Path, tmp_path: 
                       "-q", "-rf", f"--junitxml={junit}", site=leaky_site)
     assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-2000:]
     failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
-    assert any("test_causal_matches_reference[attention:leaky]" in line for line in failed), proc.stdout[-4000:]
+    assert any("test_causal_queries_ignore_later_keys[attention:leaky]" in line for line in failed), proc.stdout[-4000:]
     assert any("test_kv_cache_decoding_matches_full_recomputation[attention:leaky]" in line for line in failed)
     assert not any("bidirectional" in line for line in failed), failed  # the claim it does honour passes
     assert "attention 'leaky' from leaky-attention 0.1" in proc.stdout
@@ -124,3 +130,90 @@ def test_the_plugin_is_inert_without_the_flag(tmp_path: Path) -> None:
     assert subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True).returncode == 0
     proc = run_pytest(tmp_path, "--collect-only", "-q")
     assert proc.returncode == 5 and "no tests" in proc.stdout, proc.stdout  # 5: nothing collected
+
+
+# -- attention variants: self-consistency for all, "equals the reference" for exact softmax only ----------
+class CosineAttention(Attention):
+    """A deliberately non-softmax-of-q·k variant: softmax over scaled cosine similarities (plus bias), with
+    GQA, causal offsets, dropout. It honours every self-consistency property and differs from the reference."""
+
+    def forward(self, q, k, v, *, causal, attn_bias=None, q_offset=0):
+        groups = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(groups, 1).float(), v.repeat_interleave(groups, 1).float()
+        scores = 5.0 * F.normalize(q.float(), dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2)
+        if attn_bias is not None:
+            scores = scores + attn_bias.float()
+        if causal:
+            scores = scores.masked_fill(~causal_mask(q.shape[2], k.shape[2], q_offset, q.device), float("-inf"))
+        weights = F.dropout(torch.softmax(scores, -1), self.dims.dropout, self.training)
+        return (weights @ v).to(q.dtype)
+
+
+class PeekingAttention(CosineAttention):
+    """Broken: a causal query also sees the next token."""
+
+    def forward(self, q, k, v, *, causal, attn_bias=None, q_offset=0):
+        return super().forward(q, k, v, causal=causal, attn_bias=attn_bias, q_offset=q_offset + 1 if causal else 0)
+
+
+class RowMixingAttention(CosineAttention):
+    """Broken: every sequence's values leak into the others (a batch-wide mean)."""
+
+    def forward(self, q, k, v, *, causal, attn_bias=None, q_offset=0):
+        return super().forward(q, k, v + v.mean(0, keepdim=True), causal=causal, attn_bias=attn_bias, q_offset=q_offset)
+
+
+VARIANT_CAPABILITIES = {"devices": ["cpu"], "dtypes": ["float32"], "causal": True, "bidirectional": True,
+                        "kv_cache": True, "attention_bias": True, "padding_mask": True, "gqa": True}
+
+
+def attention_contract_results(cls: type, **capabilities: Any) -> dict[str, str]:
+    """Run every attention contract test that applies to an entry of ``cls`` in this process:
+    test name → ``passed`` or ``failed: <message>`` (tests whose capabilities it lacks are left out)."""
+    from plugformer.testing.contracts import test_attention_contract as contract
+
+    entry = Entry("variant", "attention", cls, "variant-dist", "0.1", capabilities=capabilities,
+                  interface="plugformer.interfaces:Attention")
+    results = {}
+    for name, fn in vars(contract).items():
+        marks = [m for m in getattr(fn, "pytestmark", []) if m.name == "plugformer_contract"]
+        if not name.startswith("test_") or not marks:
+            continue
+        needs = marks[0].kwargs.get("needs", ())
+        if not all(capabilities.get(n) for n in needs):
+            continue
+        try:
+            fn(entry)
+            results[name] = "passed"
+        except AssertionError as exc:
+            results[name] = f"failed: {exc}"
+    return results
+
+
+def test_an_attention_variant_passes_the_self_consistency_cases_and_skips_the_reference():
+    results = attention_contract_results(CosineAttention, **VARIANT_CAPABILITIES)
+    assert all(r == "passed" for r in results.values()), results
+    assert {"test_causal_queries_ignore_later_keys", "test_padded_keys_are_as_if_absent",
+            "test_kv_cache_decoding_matches_full_recomputation", "test_grouped_query_heads_read_their_kv_head",
+            "test_batch_rows_are_independent", "test_attention_bias_broadcasts_and_acts"} <= set(results)
+    assert not any("reference" in name for name in results)  # it does not claim exact_softmax
+
+
+def test_claiming_exact_softmax_holds_a_variant_to_the_reference():
+    results = attention_contract_results(CosineAttention, **VARIANT_CAPABILITIES, exact_softmax=True)
+    assert results["test_causal_matches_reference"].startswith("failed: attention 'variant' from variant-dist")
+    assert results["test_causal_queries_ignore_later_keys"] == "passed"
+
+
+def test_a_variant_that_peeks_at_the_next_token_fails_causality_and_decoding():
+    results = attention_contract_results(PeekingAttention, **VARIANT_CAPABILITIES)
+    assert "see later keys" in results["test_causal_queries_ignore_later_keys"]
+    assert "incremental decoding" in results["test_kv_cache_decoding_matches_full_recomputation"]
+    assert results["test_bidirectional_queries_see_every_key"] == "passed"
+
+
+def test_a_variant_that_mixes_batch_rows_fails_row_independence_and_padding():
+    results = attention_contract_results(RowMixingAttention, **VARIANT_CAPABILITIES)
+    assert "batch row 0 vs the row alone" in results["test_batch_rows_are_independent"]
+    assert results["test_padded_keys_are_as_if_absent"].startswith("failed:")
+    assert results["test_causal_queries_ignore_later_keys"] == "passed"

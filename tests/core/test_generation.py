@@ -1,10 +1,11 @@
-"""Generation: KV-cached decoding matches recomputation, seeded sampling, top-k/top-p, stopping at eos."""
+"""Generation: KV-cached decoding matches recomputation, seeded sampling, top-k/top-p, stopping at eos, and
+the output for a fixed seed is the one recorded before the decoding path was unified."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from plugformer.generation import Generator, Sampling, filter_logits
+from plugformer.generation import Completion, Generator, Sampling, filter_logits, generate
 from plugformer_text.byte_tokenizer import ByteTokenizer
 
 PROMPT = list(b"def main(")
@@ -110,3 +111,84 @@ def test_long_prompt_keeps_its_tail_within_the_context(make_generator):
     out = gen.generate_ids(long_prompt, Sampling(max_new_tokens=8, temperature=0))
     tail = long_prompt[-(48 - 8):]
     assert out == gen.generate_ids(tail, Sampling(max_new_tokens=8, temperature=0))
+
+
+#: ``complete("def main(", **sampling)`` token ids recorded with the code before ``plugformer.generation``
+#: became a package (commit ea70b7d), for the fixture's random models: the text for a fixed seed must not change
+RECORDED = [
+    ('rope', 'sdpa', {'max_new_tokens': 20, 'temperature': 0},
+     [143, 235, 173, 218, 248, 50, 220, 220, 220, 220, 248, 50, 220, 220, 220, 147, 162, 143, 143, 176]),
+    ('rope', 'sdpa', {'max_new_tokens': 20, 'seed': 0, 'temperature': 0.8},
+     [220, 245, 169, 255, 40, 220, 252, 50, 142, 116, 181, 155, 248, 190, 143, 203, 56, 101, 131, 112]),
+    ('rope', 'sdpa', {'max_new_tokens': 30, 'seed': 5, 'temperature': 1.3, 'top_k': 20},
+     [139, 139, 248, 173, 143, 176, 50, 191, 237, 50, 214, 188, 220, 220, 252, 45, 50, 50, 245, 174, 173,
+      218, 220, 255, 147, 85, 56, 131, 10, 248]),
+    ('rope', 'sdpa', {'max_new_tokens': 30, 'seed': 11, 'temperature': 1.0, 'top_p': 0.9},
+     [139, 248, 247, 216, 257, 101, 1, 204, 148, 143, 220, 130, 139, 50, 131, 131, 255, 100, 235, 190,
+      220, 10, 176, 50, 94, 105, 245, 149, 147, 191]),
+    ('rope', 'sdpa', {'max_new_tokens': 40, 'seed': 2, 'temperature': 1.0, 'top_k': 40, 'top_p': 0.8},
+     [107, 164, 143, 220, 220, 220, 101, 248, 248, 176, 46, 176, 43, 248, 248, 147, 220, 245, 50, 220,
+      139, 50, 191, 141, 220]),
+    ('learned', 'naive', {'max_new_tokens': 20, 'temperature': 0},
+     [16, 239, 246, 239, 79, 207, 207, 114, 13, 239, 246, 246, 249, 60, 79, 79, 79, 229, 239, 195]),
+    ('learned', 'naive', {'max_new_tokens': 20, 'seed': 0, 'temperature': 0.8},
+     [74, 177, 70, 239, 119, 40, 16, 50, 201, 225, 55, 239, 248, 146, 124, 16, 16, 83, 239, 91]),
+    ('learned', 'naive', {'max_new_tokens': 30, 'seed': 5, 'temperature': 1.3, 'top_k': 20},
+     [139, 180, 182, 30, 74, 249, 109, 13, 74, 175, 188, 188, 13, 114, 243, 246, 114, 70, 85, 253, 24,
+      218, 35, 96, 16, 30, 253, 239, 53, 243]),
+    ('learned', 'naive', {'max_new_tokens': 30, 'seed': 11, 'temperature': 1.0, 'top_p': 0.9},
+     [139, 218, 247, 0, 74, 16, 162, 95, 148, 55, 230, 130, 46, 185, 73, 45, 225, 247, 239, 50, 109, 239,
+      216, 133, 53, 246, 69, 92, 147, 243]),
+    ('learned', 'naive', {'max_new_tokens': 40, 'seed': 2, 'temperature': 1.0, 'top_k': 40, 'top_p': 0.8},
+     [246, 246, 88, 74, 32, 253, 79, 207, 79, 60, 114, 2, 2, 127, 201, 21, 201, 35, 25, 114, 218, 79, 217,
+      230, 230, 121, 70, 99, 217, 99, 238, 249, 201, 16, 255, 248, 139, 172, 217, 243]),
+]
+
+
+@pytest.mark.parametrize("position, attention, sampling, ids", RECORDED)
+def test_output_for_a_fixed_seed_is_the_recorded_one(make_generator, position, attention, sampling, ids):
+    gen = make_generator(position, attention)
+    assert gen.generate_ids(PROMPT, Sampling(**sampling)) == ids
+    assert gen.complete("def main(", **sampling) == gen.tokenizer.decode(ids)
+
+
+def test_recorded_long_prompt_and_empty_prompt(make_generator):
+    gen = make_generator()
+    prompt = list(b"for (int i = 0; i < n; ++i) { sum += a[i] * b[i]; }")  # cut to its tail, then stops at eos
+    assert gen.generate_ids(prompt, Sampling(max_new_tokens=20, temperature=0.7, seed=4)) == [243, 27, 15]
+    assert gen.generate_ids([], Sampling(max_new_tokens=10, temperature=0)) == [109, 97] + [248] * 8
+
+
+def test_generate_takes_a_batch_of_prompts_and_says_why_each_stopped(make_generator):
+    gen = make_generator()
+    eos = gen.tokenizer.eos_id
+    first = gen.generate_ids(PROMPT, Sampling(max_new_tokens=3, temperature=0))
+    prompts = [PROMPT, list(b"x"), PROMPT + first[:2]]
+    per_prompt = [Sampling(max_new_tokens=6, temperature=0), Sampling(max_new_tokens=5, temperature=1.0, seed=9),
+                  Sampling(max_new_tokens=60, temperature=0)]
+    out = generate(gen.model, prompts, per_prompt, eos_id=eos)
+    assert [c.tokens for c in out] == [gen.generate_ids(p, s) for p, s in zip(prompts, per_prompt)]
+    assert out[0] == Completion(out[0].tokens, "length") and len(out[0].tokens) == 6
+    assert out[2] == Completion(out[2].tokens, "context") and len(out[2].tokens) == 47  # the prompt's last id + 47
+    forced = generate(gen.model, [PROMPT], Sampling(max_new_tokens=4, temperature=0), eos_id=first[0])
+    assert forced == [Completion([], "eos")]
+    with pytest.raises(ValueError, match="2 prompts but 1 sampling"):
+        generate(gen.model, [PROMPT, PROMPT], [Sampling()], eos_id=eos)
+
+
+def test_generate_restores_training_mode_and_decodes_models_without_a_cache(make_generator):
+    gen = make_generator()
+
+    class NoCache(torch.nn.Module):  # any callable tokens -> logits, e.g. a wrapped or toy model
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, tokens):
+            return self.inner(tokens)
+
+    wrapped = NoCache(gen.model).train()
+    sampling = Sampling(max_new_tokens=10, temperature=1.0, seed=1)
+    out = generate(wrapped, [PROMPT], sampling, eos_id=gen.tokenizer.eos_id)
+    assert wrapped.training and gen.model.training
+    assert out[0].tokens == generate(gen.model, [PROMPT], sampling, eos_id=gen.tokenizer.eos_id)[0].tokens

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from plugformer.checkpoint import flatten_state, unflatten_state
+from plugformer.interfaces import param_groups, param_kinds
 from plugformer_training import availability, optimizers, schedulers
-from plugformer_training.param_groups import decay_groups, param_kinds
 from plugformer_training.schemas import (AdafactorConfig, AdamConfig, AdamWConfig, ConstantConfig, CosineConfig,
                                          LinearConfig, ParamKind, SGDConfig, WSDConfig)
 
@@ -43,7 +43,7 @@ def group_names(model: nn.Module, groups: list[dict]) -> list[tuple[set[str], fl
 
 def test_default_no_decay_exempts_norms_biases_embeddings():
     model = Toy()
-    groups = decay_groups(model, 0.1, ["norm", "bias", "embedding"])
+    groups = param_groups(model, 0.1, ["norm", "bias", "embedding"])
     assert group_names(model, groups) == [
         ({"proj.weight"}, 0.1),
         ({"emb.weight", "norm.weight", "norm.bias", "proj.bias", "rms.weight"}, 0.0)]
@@ -60,7 +60,7 @@ def test_no_decay_kinds_select_exactly_their_parameters(no_decay, exempt):
     model = Toy()
     everything = {n for n, _ in model.named_parameters()}
     expected = [(everything - exempt, 0.1), (exempt, 0.0)]
-    assert group_names(model, decay_groups(model, 0.1, no_decay)) == [g for g in expected if g[0]]
+    assert group_names(model, param_groups(model, 0.1, no_decay)) == [g for g in expected if g[0]]
 
 
 def test_a_custom_norm_class_and_a_lone_1d_weight_count_as_norm():
@@ -78,12 +78,12 @@ def test_a_custom_norm_class_and_a_lone_1d_weight_count_as_norm():
 def test_frozen_parameters_are_left_out():
     model = Toy()
     model.proj.weight.requires_grad_(False)
-    assert group_names(model, decay_groups(model, 0.1, ["norm", "bias", "embedding"]))[0][0] != {"proj.weight"}
+    assert group_names(model, param_groups(model, 0.1, ["norm", "bias", "embedding"]))[0][0] != {"proj.weight"}
 
 
 def test_unknown_no_decay_kind_names_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown kind\(s\) 'biases'; valid: norm, bias, embedding"):
-        decay_groups(Toy(), 0.1, ["biases"])
+        param_groups(Toy(), 0.1, ["biases"])
 
 
 # ---- optimizers ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from plugformer.build import build
 from plugformer.errors import ConfigError
-from plugformer.generation import Generator, Sampling
+from plugformer.generation import Generator, Sampling, generate
 from plugformer.interfaces import SupervisedBatch
 from plugformer.model import build_model
 from plugformer.training.supervised import (
@@ -17,7 +17,6 @@ from plugformer.training.supervised import (
     collate,
     encode_record,
     exact_match,
-    greedy_complete,
     pack,
 )
 from plugformer_text.byte_tokenizer import ByteTokenizer
@@ -157,13 +156,15 @@ def test_exact_match_counts_greedy_completions_equal_to_the_answer():
     assert exact_match(Oracle(wrong={"3+0", "12+35"}), TOK, ChatTemplate(), records) == pytest.approx(5 / 7)
 
 
-def test_batched_greedy_decoding_equals_the_generator_one_prompt_at_a_time(builtin_host, tiny_config):
+def test_exact_match_decodes_like_the_generator_in_the_middle_of_training(builtin_host, tiny_config):
     cfg = tiny_config().copy()
     cfg.model.max_seq_len, cfg.model.init_std = 32, 0.3
     torch.manual_seed(0)
     model = build_model(cfg, builtin_host.registries, TOK.vocab_size)
     prompts = [list(b"ab"), list(b"xy"), list(b"hello"), list(b"ab")]
-    batched = greedy_complete(model, prompts, TOK.eos_id, 8)
+    model.train()
+    batched = [c.tokens for c in generate(model, prompts, Sampling(max_new_tokens=8, temperature=0), eos_id=TOK.eos_id)]
+    assert model.training  # the evaluation leaves a training model in training mode
     gen = Generator(model, TOK, torch.device("cpu"))
     assert batched == [gen.generate_ids(p, Sampling(max_new_tokens=8, temperature=0)) for p in prompts]
 
@@ -178,3 +179,9 @@ def test_packed_data_serves_full_rows_holding_every_response():
     assert sum(sum(r.learn) for r in packed.train) == sum(sum(e.learn) for e in plain.train)
     batch = packed.train_batch(1, 4)
     assert batch.tokens.shape[1] <= 32 and int(batch.loss_mask.sum()) > int(plain.train_batch(1, 4).loss_mask.sum())
+
+
+def test_a_template_without_content_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"template.user='<u>' must contain '\{content\}'"):
+        ChatTemplate.from_config({"user": "<u>"})
+    assert ChatTemplate.from_config({"assistant_end": "</a>"}) == ChatTemplate(assistant_end="</a>")

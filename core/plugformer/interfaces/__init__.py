@@ -5,7 +5,7 @@ the docstrings here are the complete contract: construction, shapes, dtypes, pro
 """
 from plugformer.interfaces.attention import Attention, DecodeCache, KVCache, causal_mask
 from plugformer.interfaces.callback import CallbackFactory
-from plugformer.interfaces.data import SPLITS, TextSource
+from plugformer.interfaces.data import SPLITS, Batch, Batches, TextSource
 from plugformer.interfaces.dims import ModelDims
 from plugformer.interfaces.layers import MLPFactory, NormFactory
 from plugformer.interfaces.objective import (
@@ -14,7 +14,14 @@ from plugformer.interfaces.objective import (
     PreferenceBatch,
     SupervisedBatch,
 )
-from plugformer.interfaces.optim import OptimizerFactory, SchedulerFactory, param_groups
+from plugformer.interfaces.optim import (
+    NO_DECAY_KINDS,
+    OptimizerFactory,
+    SchedulerFactory,
+    check_no_decay,
+    param_groups,
+    param_kinds,
+)
 from plugformer.interfaces.parallel import ParallelStrategy, resolve_device
 from plugformer.interfaces.position import PositionEncoding, Positions
 from plugformer.interfaces.server import Server
@@ -22,9 +29,9 @@ from plugformer.interfaces.tokenizer import Tokenizer
 from plugformer.interfaces.transform import Adapter, ModelTransform, Quantizer, Stage
 
 __all__ = [
-    "SPLITS", "Adapter", "Attention", "CallbackFactory", "DecodeCache", "KVCache", "MLPFactory", "ModelDims",
-    "ModelTransform", "NormFactory", "Objective", "ObjectiveOutput", "OptimizerFactory",
+    "NO_DECAY_KINDS", "SPLITS", "Adapter", "Attention", "Batch", "Batches", "CallbackFactory", "DecodeCache", "KVCache",
+    "MLPFactory", "ModelDims", "ModelTransform", "NormFactory", "Objective", "ObjectiveOutput", "OptimizerFactory",
     "ParallelStrategy", "PositionEncoding", "Positions", "PreferenceBatch", "Quantizer", "SchedulerFactory", "Server", "Stage",
     "SupervisedBatch", "TextSource",
-    "Tokenizer", "causal_mask", "param_groups", "resolve_device",
+    "Tokenizer", "causal_mask", "check_no_decay", "param_groups", "param_kinds", "resolve_device",
 ]

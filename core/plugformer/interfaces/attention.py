@@ -11,7 +11,9 @@ from plugformer.interfaces.dims import ModelDims
 
 
 class Attention(nn.Module, ABC):
-    """An attention kernel: softmax(q kᵀ / √d + bias) v over already-projected heads.
+    """An attention kernel: softmax(q kᵀ / √d + bias) v over already-projected heads (backends declaring
+    the ``exact_softmax`` capability compute exactly this; variants such as cosine or differential
+    attention weight the values their own way but keep every rule below).
 
     Construction: ``Cls(config, dims)``: ``config`` is the entry's schema instance (or None),
     ``dims`` a :class:`ModelDims`. Projections, rotary embeddings and the cache live in the core's

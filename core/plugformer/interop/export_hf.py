@@ -102,7 +102,7 @@ def export_hf(checkpoint: str | Path, out: str | Path, host: Any = None,
 
     from plugformer.build import component_config
     from plugformer.checkpoint import load_model
-    from plugformer.generation import check_checkpoint_dir
+    from plugformer.checkpoint import check_checkpoint_dir
     from plugformer.plugins import load_plugins
 
     started = time.perf_counter()

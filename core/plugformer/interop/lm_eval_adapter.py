@@ -91,22 +91,25 @@ class PlugformerLM(LM):
 
     # -- generation -------------------------------------------------------------------------------
     def generate_until(self, requests: list[Any]) -> list[str]:
-        results = []
+        prompts, samplings, stops = [], [], []
         for request in requests:
             context, kwargs = request.args
             kwargs = dict(kwargs or {})
             until = kwargs.get("until") or []
-            until = [until] if isinstance(until, str) else list(until)
+            stops.append([until] if isinstance(until, str) else list(until))
             sample = bool(kwargs.get("do_sample", False)) and float(kwargs.get("temperature", 0.0)) > 0
-            sampling = Sampling(max_new_tokens=int(kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS)),
-                                temperature=float(kwargs.get("temperature", 1.0)) if sample else 0.0,
-                                top_p=kwargs.get("top_p") if sample else None, seed=int(kwargs.get("seed", 0)))
-            text = self.tokenizer.decode(self.generator.generate_ids(self.tokenizer.encode(context), sampling))
+            samplings.append(Sampling(max_new_tokens=int(kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS)),
+                                      temperature=float(kwargs.get("temperature", 1.0)) if sample else 0.0,
+                                      top_p=kwargs.get("top_p") if sample else None,
+                                      seed=int(kwargs.get("seed", 0))))
+            prompts.append(self.tokenizer.encode(context))
+        results = []
+        for completion, until in zip(self.generator.generate(prompts, samplings), stops):
+            text = self.tokenizer.decode(completion.tokens)
             for stop in until:
                 text = text.split(stop)[0]
             results.append(text)
         return results
-
 
 def run_tasks(checkpoint: str | Path, tasks: list[str], tasks_dir: str | Path | None = None,
               limit: int | None = None, adapter: str | Path | None = None, device: str = "auto") -> dict[str, Any]:

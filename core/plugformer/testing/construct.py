@@ -17,22 +17,25 @@ from typing import Any
 import pytest
 
 from plugformer.build import component_config
-from plugformer.registry import Entry
+from plugformer.registry import Entry, Registries
+from plugformer.testing.samples import FIT_TEXTS, SAMPLES
 
 MISSING_VALUE = "???"
 
 
-def _bpe_registered() -> bool:
-    from plugformer.testing.selection import registries
+def registries() -> Registries:
+    """This process's registries: every installed plugin, as ``plugformer`` itself would load them."""
+    from plugformer import load_plugins
 
+    return load_plugins().registries
+
+
+def _bpe_registered() -> bool:
     return "bpe" in registries().tokenizer
 
 
 def _fitted_bpe_dir() -> dict[str, Any]:
     """A directory holding a ``tokenizer.json`` (a BPE fitted on the kit's samples), for ``hf``."""
-    from plugformer.testing.samples import fitted_tokenizer
-    from plugformer.testing.selection import registries
-
     bpe = registries().tokenizer.get("bpe")
     directory = Path(tempfile.mkdtemp(prefix="plugformer-kit-hf-"))
     fitted_tokenizer(bpe).save(directory)
@@ -41,8 +44,6 @@ def _fitted_bpe_dir() -> dict[str, Any]:
 
 def _sample_text_dir() -> dict[str, Any]:
     """A directory of ``.txt`` files (the kit's samples), for the ``text`` source."""
-    from plugformer.testing.samples import SAMPLES
-
     directory = Path(tempfile.mkdtemp(prefix="plugformer-kit-text-"))
     for i, text in enumerate(SAMPLES):
         (directory / f"sample{i:02d}.txt").write_text(text, encoding="utf-8")
@@ -92,6 +93,23 @@ def config_for(entry: Entry, **overrides: Any) -> Any:
 def build(entry: Entry, *args: Any, **overrides: Any) -> Any:
     """``impl(config, *args)`` as :func:`plugformer.build.build` does it, from the schema defaults."""
     return entry.load()(config_for(entry, **overrides), *args)
+
+
+_FITTED: dict[tuple[str, str, str], Any] = {}
+
+
+def fitted_tokenizer(entry: Entry) -> Any:
+    """The entry's tokenizer built from schema defaults and, if it needs fitting, fitted on the samples.
+
+    Cached per entry: fitting is the slowest thing the tokenizer contract does. Tests must not mutate it.
+    """
+    key = (entry.family, entry.name, entry.provider)
+    if key not in _FITTED:
+        tokenizer = build(entry)
+        if tokenizer.needs_fit:
+            tokenizer.fit(list(FIT_TEXTS))
+        _FITTED[key] = tokenizer
+    return _FITTED[key]
 
 
 def tiny_dims(**changes: Any) -> Any:

@@ -1,8 +1,10 @@
-"""The kit's own statement of the attention contract, in float64, and how close is close enough.
+"""The kit's own statement of exact softmax attention, in float64, and how close is close enough.
 
-Backends are compared with the registered ``naive`` backend (the project's reference); ``naive``
-itself, and cases it does not declare (a sliding window), are compared with :func:`attention_formula`,
-an independent float64 transcription of the ``Attention`` docstring.
+Backends declaring ``exact_softmax`` are compared with the registered ``naive`` backend (the project's
+reference); ``naive`` itself, and cases it does not declare (a sliding window), are compared with
+:func:`attention_formula`, an independent float64 transcription of the ``Attention`` docstring. Other
+attention variants are held only to the self-consistency properties of the attention contract, with
+the same :data:`TOLERANCES`.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-#: (atol, rtol) for comparing a backend's output in a dtype with a float32/float64 reference
+#: (atol, rtol) for comparing a backend's output in a dtype with a float32/float64 value (the reference, or the
+#: backend's own float32 output): a few units of the dtype's rounding for the kit's sizes (D=8, T<=9), where
+#: a wrong mask or a missing bias is off by 0.1 or more
 TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.float64: (1e-7, 1e-6),
     torch.float32: (2e-5, 1e-4),

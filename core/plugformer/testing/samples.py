@@ -1,11 +1,10 @@
-"""A small built-in text sample: several scripts, emoji, code and awkward whitespace.
+"""A small built-in text sample: several scripts, emoji, code and awkward whitespace. Plain data.
 
-Tokenizers that must be fitted learn from it, and round-trip tests encode it; it is small enough to
-fit a BPE in well under a second and varied enough to catch byte/Unicode handling bugs.
+Tokenizers that must be fitted learn from it (:func:`plugformer.testing.construct.fitted_tokenizer`), and
+round-trip tests encode it; it is small enough to fit a BPE in well under a second and varied enough to
+catch byte/Unicode handling bugs.
 """
 from __future__ import annotations
-
-from typing import Any
 
 SAMPLES: tuple[str, ...] = (
     "The quick brown fox jumps over the lazy dog. It was 3:14 p.m. on 2024-05-06!",
@@ -23,21 +22,3 @@ SAMPLES: tuple[str, ...] = (
 #: texts to fit on: the samples, repeated so that frequency-thresholded trainers learn merges
 FIT_TEXTS: tuple[str, ...] = SAMPLES * 8
 
-
-_FITTED: dict[tuple[str, str, str], Any] = {}
-
-
-def fitted_tokenizer(entry: Any) -> Any:
-    """The entry's tokenizer built from schema defaults and, if it needs fitting, fitted on the samples.
-
-    Cached per entry: fitting is the slowest thing the tokenizer contract does. Tests must not mutate it.
-    """
-    from plugformer.testing.construct import build
-
-    key = (entry.family, entry.name, entry.provider)
-    if key not in _FITTED:
-        tokenizer = build(entry)
-        if tokenizer.needs_fit:
-            tokenizer.fit(list(FIT_TEXTS))
-        _FITTED[key] = tokenizer
-    return _FITTED[key]

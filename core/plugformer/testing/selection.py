@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from plugformer.registry import FAMILIES, Entry, Registries
+from plugformer.testing.construct import registries, unfilled_fields
 
 
 def canonical_dist(name: str) -> str:
@@ -25,13 +26,6 @@ def canonical_dist(name: str) -> str:
 
 def _names(value: str | None) -> list[str]:
     return [n.strip() for n in (value or "").split(",") if n.strip()]
-
-
-def registries() -> Registries:
-    """This process's registries: every installed plugin, as ``plugformer`` itself would load them."""
-    from plugformer import load_plugins
-
-    return load_plugins().registries
 
 
 @dataclass(frozen=True)
@@ -103,8 +97,6 @@ def skip_reason(entry: Entry, configured: bool, available: bool = True) -> str |
     if not ok:
         return f"{entry.family} '{entry.name}' is unavailable here: {reason or 'no reason given'}"
     if configured:
-        from plugformer.testing.construct import unfilled_fields
-
         try:
             missing = unfilled_fields(entry)
         except Exception:  # noqa: BLE001 - a broken schema fails loudly in the schema contract instead

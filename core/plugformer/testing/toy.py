@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plugformer.interfaces import Attention, ModelDims, PositionEncoding, Positions, Tokenizer
-from plugformer.model.transformer import ModelParts, Transformer
+from plugformer.model import ModelParts, Transformer
 
 
 def regression_model(seed: int = 0, device: str = "cpu") -> nn.Module:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
+from torch import nn
 
 from plugformer.build import build
 from plugformer.errors import ConfigError
@@ -14,10 +15,9 @@ from plugformer.registry import Registries
 from plugformer.tokens import WindowSampler, eval_windows, fit_tokenizer_cached, tokenize_to_cache
 
 
-
-
 class TrainingData:
-    """Prepares the tokenizer and token files once (main rank first), then serves batches by step."""
+    """Prepares the tokenizer and token files once (main rank first), then serves batches by step (the
+    :class:`plugformer.interfaces.Batches` of pretraining: token windows)."""
 
     def __init__(self, cfg: DictConfig, registries: Registries, strategy: ParallelStrategy,
                  resume_from: Path | None):
@@ -59,5 +59,10 @@ class TrainingData:
         return self.sampler.batch(step, self.batch_size, self.seq_len, rows=self._rows(rows_per_rank))
 
     def val_batches(self, rows_per_rank: int) -> Iterator[torch.Tensor]:
+        """Fixed windows from the start of the val split (at most ``trainer.eval_batches`` batches)."""
         return eval_windows(self.val_tokens, self.eval_batches, self.batch_size, self.seq_len,
                             rows=self._rows(rows_per_rank))
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Token windows have no scores beyond the objective's loss."""
+        return {}

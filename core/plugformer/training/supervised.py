@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
 
+from plugformer.config.schema import ChatTemplateConfig
 from plugformer.errors import ConfigError
+from plugformer.generation import Sampling, generate
 from plugformer.interfaces import (
     PreferenceBatch,
     SupervisedBatch,
@@ -29,24 +31,24 @@ from plugformer.interfaces import (
 ROLES = ("system", "user", "assistant")
 
 
-@dataclass(frozen=True)
-class ChatTemplate:
-    """Text around each turn. ``{content}`` in ``system``/``user`` is replaced by the message; an
-    assistant turn is ``assistant_start + content + assistant_end`` (the model learns content and end)."""
+@dataclass
+class ChatTemplate(ChatTemplateConfig):
+    """A chat template ready to render records: the ``template`` config node (its keys and defaults are
+    :class:`plugformer.config.schema.ChatTemplateConfig`'s, the one place they are defined), checked.
+    ``{content}`` in ``system``/``user`` is replaced by the message; an assistant turn is
+    ``assistant_start + content + assistant_end`` (the model learns content and end)."""
 
-    system: str = "{content}\n"
-    user: str = "{content}"
-    assistant_start: str = ""
-    assistant_end: str = ""
+    def __post_init__(self) -> None:
+        for key in ("system", "user"):
+            value = getattr(self, key)
+            if "{content}" not in value:
+                raise ConfigError(f"template.{key}={value!r} must contain '{{content}}'")
 
     @classmethod
     def from_config(cls, node: Any) -> ChatTemplate:
-        fields = ("system", "user", "assistant_start", "assistant_end")
-        values = {k: str(node[k]) for k in fields if node is not None and k in node}
-        for key in ("system", "user"):
-            if key in values and "{content}" not in values[key]:
-                raise ConfigError(f"template.{key}={values[key]!r} must contain '{{content}}'")
-        return cls(**values)
+        """The template of a ``template`` config node (missing keys take the defaults)."""
+        names = [f.name for f in fields(ChatTemplateConfig)]
+        return cls(**{k: str(node[k]) for k in names if node is not None and k in node})
 
 
 @dataclass
@@ -236,69 +238,23 @@ class SupervisedData:
 
 
 # -- exact match ---------------------------------------------------------------------------------------
-def _max_seq_len(model: nn.Module) -> int | None:
-    for module in model.modules():
-        dims = getattr(module, "dims", None)
-        if dims is not None and hasattr(dims, "max_seq_len"):
-            return int(dims.max_seq_len)
-    return None
-
-
-@torch.no_grad()
-def greedy_complete(model: nn.Module, prompts: list[list[int]], eos_id: int, max_new_tokens: int,
-                    batch_size: int = 64) -> list[list[int]]:
-    """Greedy continuations of token prompts (up to ``eos_id`` or ``max_new_tokens``). Prompts of equal
-    length are decoded together, so no padding is involved and each result is exactly the unbatched one."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    limit = _max_seq_len(model)
-    out: list[list[int]] = [[] for _ in prompts]
-    by_len: dict[int, list[int]] = {}
-    for i, p in enumerate(prompts):
-        by_len.setdefault(len(p), []).append(i)
-    try:
-        for members in by_len.values():
-            for start in range(0, len(members), batch_size):
-                rows = members[start:start + batch_size]
-                tokens = torch.tensor([prompts[i] for i in rows], device=device)
-                if limit is not None:
-                    tokens = tokens[:, -max(1, limit - max_new_tokens):]
-                done = torch.zeros(len(rows), dtype=torch.bool, device=device)
-                for _ in range(max_new_tokens):
-                    if limit is not None and tokens.shape[1] >= limit:
-                        break
-                    next_ids = model(tokens)[:, -1, :].argmax(-1)
-                    for r, i in enumerate(rows):
-                        if not done[r]:
-                            if int(next_ids[r]) == eos_id:
-                                done[r] = True
-                            else:
-                                out[i].append(int(next_ids[r]))
-                    if bool(done.all()):
-                        break
-                    tokens = torch.cat([tokens, next_ids[:, None]], dim=1)
-    finally:
-        model.train(was_training)
-    return out
-
-
 def exact_match(model: nn.Module, tokenizer: Tokenizer, template: ChatTemplate, records: Iterable[dict[str, Any]],
                 max_new_tokens: int = 32) -> float:
-    """Share of records whose greedy completion equals the expected answer (both stripped of surrounding
-    whitespace; the completion is cut at ``template.assistant_end`` when that is set)."""
+    """Share of records whose greedy completion (:func:`plugformer.generation.generate`, exactly what
+    ``plugformer generate`` would produce at temperature 0) equals the expected answer (both stripped of
+    surrounding whitespace; the completion is cut at ``template.assistant_end`` when that is set)."""
     records = list(records)
     if not records:
         return 0.0
     prompts, answers = [], []
     for i, r in enumerate(records):
         pieces, answer = prompt_and_answer(r, template, f"record {i}")
-        prompts.append(encode_pieces(pieces, tokenizer, close=False).ids or [tokenizer.eos_id])  # as generate does
+        prompts.append(encode_pieces(pieces, tokenizer, close=False).ids)
         answers.append(answer.strip())
-    outputs = greedy_complete(model, prompts, tokenizer.eos_id, max_new_tokens)
+    greedy = Sampling(max_new_tokens=max_new_tokens, temperature=0.0)
     hits = 0
-    for ids, answer in zip(outputs, answers):
-        text = tokenizer.decode(ids)
+    for completion, answer in zip(generate(model, prompts, greedy, eos_id=tokenizer.eos_id), answers):
+        text = tokenizer.decode(completion.tokens)
         if template.assistant_end and template.assistant_end in text:
             text = text[:text.index(template.assistant_end)]
         hits += text.strip() == answer
@@ -306,4 +262,4 @@ def exact_match(model: nn.Module, tokenizer: Tokenizer, template: ChatTemplate, 
 
 
 __all__ = ["ChatTemplate", "Example", "SupervisedData", "collate", "encode_record", "exact_match",
-           "greedy_complete", "pack", "prompt_and_answer", "record_kind"]
+           "pack", "prompt_and_answer", "record_kind"]

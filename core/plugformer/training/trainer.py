@@ -30,13 +30,13 @@ from plugformer.checkpoint import (
     write_json,
 )
 from plugformer.config.validate import validate_train
-from plugformer.errors import ConfigError
-from plugformer.interfaces import ParallelStrategy
+from plugformer.errors import ConfigError, PlugformerError
+from plugformer.interfaces import Batches, ParallelStrategy
 from plugformer.model import apply_transforms, build_model
 from plugformer.model.transforms import config_transforms
 from plugformer.plugins import PluginHost
 from plugformer.precision import autocast
-from plugformer.run import RunInfo
+from plugformer.run import RunInfo, TrainingState
 from plugformer.training.data import TrainingData
 
 
@@ -58,7 +58,7 @@ class Trainer:
     """One training run. Built pieces are plain attributes; :meth:`fit` runs the loop."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, host: PluginHost, strategy: ParallelStrategy,
-                 device: torch.device, data: Any = None, model: torch.nn.Module | None = None):
+                 device: torch.device, data: Batches | None = None, model: torch.nn.Module | None = None):
         """``data`` and ``model`` replace what ``cfg`` would build (fine-tuning passes records data, see
         :class:`plugformer.training.supervised.SupervisedData`, and a model loaded from a checkpoint)."""
         self.cfg, self.run_dir, self.host, self.strategy, self.device = cfg, run_dir, host, strategy, device
@@ -70,7 +70,7 @@ class Trainer:
         self.rows_per_rank = t.batch_size // strategy.dp_size
         self.ckpts = CheckpointDir(run_dir / CHECKPOINTS_DIR, t.keep_last)
         resume_from = self.ckpts.last if cfg.resume else None
-        self.data = data if data is not None else TrainingData(cfg, registries, strategy, resume_from)
+        self.data: Batches = data if data is not None else TrainingData(cfg, registries, strategy, resume_from)
         self.tokenizer = self.data.tokenizer
         torch.manual_seed(cfg.seed)
         model = (model if model is not None else build_model(cfg, registries, self.tokenizer.vocab_size)).to(device)
@@ -92,6 +92,7 @@ class Trainer:
         self._metric_sums: dict[str, torch.Tensor] = {}  # objective metrics since the last log step
         self.run = RunInfo(run_dir, OmegaConf.to_container(cfg, resolve=True), t.max_steps, self.step,
                            t.batch_size * cfg.data.seq_len, strategy.rank, strategy.world_size)
+        self.state = TrainingState(strategy.unwrap(self.model), self.optimizer, self.scheduler)  # what hooks see
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -103,9 +104,9 @@ class Trainer:
         try:
             if self.strategy.is_main:
                 self._write_run_files()
-            hook.plugformer_train_start(run=self.run)
+            hook.plugformer_train_start(run=self.run, state=self.state)
             summary = self._loop(hook)
-            hook.plugformer_train_end(run=self.run, metrics=summary)
+            hook.plugformer_train_end(run=self.run, metrics=summary, state=self.state)
         finally:
             for cb in callbacks:
                 self.host.pm.unregister(cb)
@@ -121,7 +122,8 @@ class Trainer:
         while self.step < t.max_steps:
             self.step += 1
             loss_sum += self.train_step()
-            final = self.step == t.max_steps
+            stop = self._stop_requested()  # a callback's request_stop makes this step the last
+            final = self.step == t.max_steps or stop
             if self.step % t.log_every == 0 or final or self.step == 1:
                 now = time.perf_counter()
                 steps = self.step - last_logged
@@ -130,15 +132,20 @@ class Trainer:
                            "tokens_per_s": steps * self.run.tokens_per_step / max(now - last_time, 1e-9),
                            "tokens": self.step * self.run.tokens_per_step,
                            **{k: self.strategy.reduce_mean(v / steps).item() for k, v in self._metric_sums.items()}}
+                metrics.update(self._callback_metrics(metrics))
                 self._metric_sums = {}
-                hook.plugformer_step_end(run=self.run, step=self.step, metrics=metrics)
+                hook.plugformer_step_end(run=self.run, step=self.step, metrics=metrics, state=self.state)
+                stop = stop or self._stop_requested()
                 loss_sum.zero_()
                 last_time, last_logged = time.perf_counter(), self.step
-            if (t.eval_every and self.step % t.eval_every == 0) or final:
+            if (t.eval_every and self.step % t.eval_every == 0) or final or stop:
                 eval_metrics = self.evaluate()
-                hook.plugformer_evaluate(run=self.run, step=self.step, metrics=eval_metrics)
-            if (t.save_every and self.step % t.save_every == 0) or final:
+                hook.plugformer_evaluate(run=self.run, step=self.step, metrics=eval_metrics, state=self.state)
+                stop = stop or self._stop_requested()
+            if (t.save_every and self.step % t.save_every == 0) or final or stop:
                 self.save()  # plugformer_checkpoint_saved fires once it is committed (see _commit)
+            if stop:
+                break
         self.strategy.wait_for_save()  # an asynchronous save still writing commits before the summary
         wall = time.perf_counter() - start_time
         summary = {"step": self.step, **metrics, **eval_metrics, "params": self.n_params,
@@ -146,6 +153,8 @@ class Trainer:
                    "tokens_per_s_mean": (self.step - start_step) * self.run.tokens_per_step / max(wall, 1e-9),
                    "peak_memory_mb": self._peak_memory_mb()}
         summary.pop("tokens_per_s", None)
+        if self.state.stop_reason is not None:
+            summary["stop_reason"] = self.state.stop_reason
         if self.strategy.is_main:
             write_json(self.run_dir / SUMMARY_FILE, summary)
         return summary
@@ -170,8 +179,10 @@ class Trainer:
             for name, value in out.metrics.items():
                 share = value.detach().float() / len(micro_batches)
                 self._metric_sums[name] = self._metric_sums.get(name, 0.0) + share
+        self.host.hook.plugformer_before_optimizer_step(run=self.run, step=self.step, state=self.state)
         self.strategy.optimizer_step(self.model, self.optimizer, t.grad_clip)  # clip, step, zero the grads
         self.scheduler.step()
+        self.host.hook.plugformer_after_optimizer_step(run=self.run, step=self.step, state=self.state)
         return total
 
     @torch.no_grad()
@@ -187,8 +198,7 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
             count += 1
         val = {f"val_{k}": self.strategy.reduce_mean(v / max(count, 1)).item() for k, v in sums.items()}
-        if hasattr(self.data, "evaluate"):  # data-specific scores (records: held-out exact match)
-            val.update({f"val_{k}": v for k, v in self.data.evaluate(self.model).items()})
+        val.update({f"val_{k}": v for k, v in self.data.evaluate(self.model).items()})  # e.g. exact match
         return {**val, "val_perplexity": math.exp(min(val["val_loss"], 50.0))}
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -221,7 +231,7 @@ class Trainer:
         self.strategy.barrier()
         final = self.ckpts.commit(step) if self.strategy.is_main else self.ckpts.step_dir(step)
         self.strategy.barrier()
-        self.host.hook.plugformer_checkpoint_saved(run=self.run, step=step, path=final)
+        self.host.hook.plugformer_checkpoint_saved(run=self.run, step=step, path=final, state=self.state)
 
     def _restore(self, directory: Path) -> int:
         self.strategy.load(directory, self.model, self.optimizer)
@@ -232,6 +242,24 @@ class Trainer:
         self.scheduler.load_state_dict(sched)
         torch.set_rng_state(state["torch_rng"])
         return int(state["step"])
+
+    # -- callbacks' requests ----------------------------------------------------------------------
+    def _callback_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """What callbacks added with ``state.log_metrics`` since the last logging step."""
+        extra = self.state.take_metrics()
+        clash = sorted(extra.keys() & metrics.keys())
+        if clash:
+            raise PlugformerError(f"a callback logged metric(s) {', '.join(clash)}, which the trainer reports "
+                                  "itself; give the callback's metrics other names")
+        return extra
+
+    def _stop_requested(self) -> bool:
+        """Whether a callback asked to stop (on any rank: every rank then stops at the same step)."""
+        asked = self.state.stop_reason is not None
+        if self.strategy.world_size > 1:
+            flag = torch.tensor(float(asked), device=self.device)
+            asked = bool(self.strategy.reduce_mean(flag).item() > 0)
+        return asked
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _write_run_files(self) -> None:

@@ -66,14 +66,23 @@ def test_loss_is_a_finite_differentiable_scalar(entry: Entry) -> None:
                 f"{what}: metric {key!r} must be a detached tensor"
 
 
+#: ``FIT_STEPS`` Adam steps (lr ``FIT_LR``) on one fixed batch must bring the objective's loss below
+#: ``FIT_LOSS_RATIO`` × a fresh model's loss: memorising one batch is the easiest task there is, so any
+#: objective whose gradient points the right way clears a 20 % drop by far; one that ignores the targets,
+#: or whose loss does not reach the parameters, does not
+FIT_STEPS = 25
+FIT_LR = 1e-2
+FIT_LOSS_RATIO = 0.8
+
+
 @contract("objective")
 def test_a_few_steps_lower_the_loss(entry: Entry) -> None:
     for device in devices(entry):
         obj = objective(entry)
         model = language_model(ToyTokenizer(None).vocab_size, obj.causal, device=device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        optimizer = torch.optim.Adam(model.parameters(), lr=FIT_LR)
         batch, losses = batch_for(entry, device), []
-        for step in range(25):
+        for step in range(FIT_STEPS):
             torch.manual_seed(step)  # objectives that sample (masking) draw the same way in both runs
             loss = obj(model, batch).loss
             optimizer.zero_grad()
@@ -84,4 +93,5 @@ def test_a_few_steps_lower_the_loss(entry: Entry) -> None:
         start = float(obj(language_model(31, obj.causal, device=device), batch).loss.detach())
         torch.manual_seed(0)
         end = float(obj(model, batch).loss.detach())
-        assert end < 0.8 * start, f"{label(entry, device=device)}: loss {start:.3f} → {end:.3f} after 25 steps"
+        assert end < FIT_LOSS_RATIO * start, f"{label(entry, device=device)}: loss {start:.3f} → {end:.3f} after " \
+            f"{FIT_STEPS} steps; the kit requires it below {FIT_LOSS_RATIO} × the first loss"

@@ -11,8 +11,8 @@ import pytest
 
 from plugformer.interfaces import Tokenizer
 from plugformer.registry import Entry
-from plugformer.testing.construct import build, config_for, label
-from plugformer.testing.samples import SAMPLES, fitted_tokenizer
+from plugformer.testing.construct import build, config_for, fitted_tokenizer, label
+from plugformer.testing.samples import SAMPLES
 
 contract = pytest.mark.plugformer_contract
 

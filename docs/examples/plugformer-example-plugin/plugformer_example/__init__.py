@@ -23,7 +23,7 @@ def plugformer_register(registries):
                     "logit soft-capping",
         capabilities={"devices": ["cpu", "cuda"], "dtypes": ["float32", "bfloat16"], "causal": True,
                       "bidirectional": True, "kv_cache": True, "attention_bias": True, "padding_mask": True,
-                      "gqa": True})
+                      "gqa": True, "exact_softmax": True})  # exact with the default softcap=None
     registries.position.register(
         "t5_bias", "plugformer_example.position:T5RelativeBias", schema=f"{_SCHEMAS}:T5BiasConfig",
         description="T5 relative position bias: a learned per-head scalar per log-spaced distance bucket",
