@@ -187,7 +187,7 @@ def test_lifecycle_hooks_reach_registered_objects(host):
     host.pm.register(Recorder())
     host.pm.register(OnlyStep())
     run = RunInfo(run_dir=Path("."), config={}, max_steps=10)
-    host.hook.plugformer_step_end(run=run, step=3, metrics={"loss": 1.5})
+    host.hook.plugformer_step_end(run=run, step=3, metrics={"loss": 1.5}, state=None)
     assert len(seen) == 2 and 3 in seen and (10, 3, 1.5) in seen
 
 
@@ -199,7 +199,7 @@ def test_plugin_module_hooks_are_called_after_loading(fake_plugin):
         seen.append(metrics["step"])
 
     host = load(fake_plugin("fake_logger", "logger", plugformer_train_end=plugformer_train_end))
-    host.hook.plugformer_train_end(run=RunInfo(Path("."), {}, 5), metrics={"step": 5})
+    host.hook.plugformer_train_end(run=RunInfo(Path("."), {}, 5), metrics={"step": 5}, state=None)
     assert seen == [5]
 
 
