@@ -61,6 +61,9 @@ def consolidate(source: Path, out: Path | None = None) -> tuple[Path, int]:
 
     if not (source / "config.yaml").is_file():
         raise PlugformerError(f"'{source}' is not a plugformer checkpoint directory (no config.yaml)")
+    if out is not None and out.resolve() != source.resolve() and out.exists() and \
+            (not out.is_dir() or any(out.iterdir())):  # never over another checkpoint
+        raise PlugformerError(f"out={out} already exists and is not empty; choose a new directory")
     if not (source / SHARDED_DIR).is_dir():
         has_model = (source / MODEL_FILE).is_file()
         raise PlugformerError(f"'{source}' has no sharded dcp/ checkpoint to consolidate"

@@ -22,9 +22,10 @@ from plugformer.errors import ConfigError
 from plugformer.inference import check_checkpoint_dir, load_model_for_inference
 from plugformer.interfaces import ParallelStrategy
 from plugformer.plugins import PluginHost
+from plugformer.rundir import MetricsLog, check_outside
 from plugformer.training.data import TrainingData
 from plugformer.training.supervised import ChatTemplate, SupervisedData
-from plugformer.training.trainer import Trainer
+from plugformer.training.trainer import Trainer, claim
 
 #: keys of a finetune config that replace those of the starting checkpoint's config
 CARRIED = ("objective", "optimizer", "scheduler", "parallel", "adapter", "quantizer", "data", "trainer",
@@ -76,6 +77,7 @@ def run_finetune(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
     records, ``exact_match``), also written to ``<run dir>/finetune.json``."""
     registries = host.registries
     start = checkpoint_dir(cfg.checkpoint)
+    check_outside(run_dir, start, "starting checkpoint")  # finetune hydra.run.dir=<the base run>
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     base = OmegaConf.load(start / "config.yaml")
@@ -85,7 +87,7 @@ def run_finetune(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
                           "(plugformer merge) and fine-tune the merged checkpoint")
     template = ChatTemplate.from_config(cfg.template)
     strategy: ParallelStrategy = build(registries, "parallel", cfg.parallel)
-    with strategy.running(cfg.device) as device:
+    with strategy.running(cfg.device) as device, claim(cfg, Path(run_dir), strategy):
         loaded = load_model_for_inference(start, registries, device="cpu")
         model, tokenizer = loaded.model.to(device), loaded.tokenizer
         model.requires_grad_(True)
@@ -110,7 +112,7 @@ def run_finetune(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
         before = trainer.evaluate()  # the starting model (an adapter starts as the identity)
         if strategy.is_main and not cfg.resume:
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_lines(run_dir / "metrics.jsonl", [{"step": 0, **before}])
+            MetricsLog(run_dir).start([{"step": 0, **before}])
         summary = trainer.fit()
         result: dict[str, Any] = {"checkpoint": str(start), "steps": summary["step"], "params": trainer.n_params,
                                   "trainable_params": sum(p.numel() for p in trainer.model.parameters()
@@ -125,13 +127,6 @@ def run_finetune(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
         if strategy.is_main:
             write_json(run_dir / SUMMARY_FILE, result)
     return {**summary, **result}
-
-
-def write_json_lines(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Start ``path`` with ``rows`` (the metrics callback appends after them)."""
-    import json
-
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 __all__ = ["checkpoint_dir", "keep_zeros", "run_finetune", "train_config"]

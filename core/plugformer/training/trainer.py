@@ -26,7 +26,9 @@ from plugformer.model.transforms import config_transforms
 from plugformer.plugins import PluginHost
 from plugformer.precision import autocast
 from plugformer.run import RunInfo
+from plugformer.rundir import claim_run_dir, last_checkpoint, resume_checkpoint
 from plugformer.training.data import TrainingData
+from plugformer.training.nonfinite import NonFiniteGuard
 
 
 def run_training(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, Any]:
@@ -35,8 +37,15 @@ def run_training(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     strategy: ParallelStrategy = build(host.registries, "parallel", cfg.parallel)
-    with strategy.running(cfg.device) as device:
+    with strategy.running(cfg.device) as device, claim(cfg, Path(run_dir), strategy):
         return Trainer(cfg, Path(run_dir), host, strategy, device).fit()
+
+
+def claim(cfg: DictConfig, run_dir: Path, strategy: ParallelStrategy) -> contextlib.AbstractContextManager[None]:
+    """Hold ``run_dir`` for this run (rank 0): locked against a second process, a previous run in it
+    refused unless ``resume=true`` or ``overwrite=true`` (see :mod:`plugformer.rundir`)."""
+    return claim_run_dir(run_dir, resume=bool(cfg.resume), overwrite=bool(cfg.get("overwrite", False)),
+                         main=strategy.is_main)
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -58,7 +67,7 @@ class Trainer:
                               f"({strategy.dp_size}) × trainer.grad_accum ({t.grad_accum})")
         self.rows_per_rank = t.batch_size // strategy.dp_size
         self.ckpts = CheckpointDir(run_dir / "checkpoints", t.keep_last)
-        resume_from = self.ckpts.last if cfg.resume else None
+        resume_from = resume_checkpoint(run_dir, quiet=not strategy.is_main) if cfg.resume else None
         self.data = data if data is not None else TrainingData(cfg, registries, strategy, resume_from)
         self.tokenizer = self.data.tokenizer
         torch.manual_seed(cfg.seed)
@@ -78,6 +87,8 @@ class Trainer:
                                                       grad_accum=t.grad_accum, grad_clip=t.grad_clip)
         self.objective = build(registries, "objective", cfg.objective, self.tokenizer)
         self.step = self._restore(resume_from) if resume_from else 0
+        self.nonfinite = NonFiniteGuard(t.get("on_nonfinite", "stop"), strategy, device,
+                                         lambda: last_checkpoint(run_dir))
         self._metric_sums: dict[str, torch.Tensor] = {}  # objective metrics since the last log step
         self.run = RunInfo(run_dir, OmegaConf.to_container(cfg, resolve=True), t.max_steps, self.step,
                            t.batch_size * cfg.data.seq_len, strategy.rank, strategy.world_size)
@@ -111,6 +122,7 @@ class Trainer:
             self.step += 1
             loss_sum += self.train_step()
             final = self.step == t.max_steps
+            self._check_finite(final)
             if self.step % t.log_every == 0 or final or self.step == 1:
                 now = time.perf_counter()
                 steps = self.step - last_logged
@@ -159,7 +171,10 @@ class Trainer:
             for name, value in out.metrics.items():
                 share = value.detach().float() / len(micro_batches)
                 self._metric_sums[name] = self._metric_sums.get(name, 0.0) + share
-        self.strategy.optimizer_step(self.model, self.optimizer, t.grad_clip)  # clip, step, zero the grads
+        if self.nonfinite.allow_update(self.step, total, self.model):  # trainer.on_nonfinite
+            self.strategy.optimizer_step(self.model, self.optimizer, t.grad_clip)  # clip, step, zero the grads
+        else:
+            self.optimizer.zero_grad(set_to_none=True)  # a skipped step: its gradients are dropped
         self.scheduler.step()
         return total
 
@@ -180,11 +195,20 @@ class Trainer:
             val.update({f"val_{k}": v for k, v in self.data.evaluate(self.model).items()})
         return {**val, "val_perplexity": math.exp(min(val["val_loss"], 50.0))}
 
+    def _check_finite(self, final: bool) -> None:
+        """``trainer.on_nonfinite=stop``: stop on a non-finite loss at the steps that synchronise anyway
+        (logging, evaluation, saving, the last), so the check costs no extra synchronisation per step."""
+        t, s = self.cfg.trainer, self.step
+        if final or s == 1 or s % t.log_every == 0 or any(every and s % every == 0
+                                                          for every in (t.eval_every, t.save_every)):
+            self.nonfinite.check()
+
     # -- checkpoints ------------------------------------------------------------------------------
     def save(self) -> Path:
         """Write ``checkpoints/step-N`` atomically through the strategy and point ``last`` at it. A strategy
         saving asynchronously commits it (rename, ``last``) once its writes are done: at its next save or
         the end of training, so a crash before then keeps the previous checkpoint."""
+        self.nonfinite.check_weights(self.model, self.step)  # a non-finite checkpoint is never written
         self.strategy.wait_for_save()
         main = self.strategy.is_main
         if main:
