@@ -126,6 +126,8 @@ def _last_target(checkpoints: Path) -> tuple[Path | None, str]:
     except OSError as exc:
         return None, f"unreadable ({exc.strerror})"
     name = Path(target).name
+    if name == LAST:
+        return None, "loops (points at itself)"
     if Path(target).parent not in (Path(""), Path("."), checkpoints) or not name.startswith("step-") \
             or not name[5:].isdigit():
         return None, f"points at {target!r}, not a step-N checkpoint beside it"
