@@ -90,8 +90,8 @@ def first_party_first(eps: Iterable[EntryPoint]) -> list[EntryPoint]:
     environment lists distributions in, a name collision always finds the built-in registered and fails
     the newcomer, naming both packages."""
     eps = list(eps)
-    mine = [ep for ep in eps if ep.dist is not None and ep.dist.name == FIRST_PARTY_DIST]
-    return mine + [ep for ep in eps if not any(ep is m for m in mine)]
+    first = [ep.dist is not None and ep.dist.name == FIRST_PARTY_DIST for ep in eps]
+    return [ep for ep, mine in zip(eps, first) if mine] + [ep for ep, mine in zip(eps, first) if not mine]
 
 
 def _names(value: str | None) -> frozenset[str]:

@@ -68,7 +68,8 @@ def run_contents(run_dir: Path) -> list[str]:
     checkpoints = run_dir / CHECKPOINTS_DIR
     steps = step_dirs(checkpoints)
     if steps:
-        held.append(f"{CHECKPOINTS_DIR}/step-{steps[-1][0]}" + (f" and {len(steps) - 1} more" if len(steps) > 1 else ""))
+        more = f" and {len(steps) - 1} more" if len(steps) > 1 else ""
+        held.append(f"{CHECKPOINTS_DIR}/step-{steps[-1][0]}{more}")
     elif (checkpoints / LAST).is_symlink():
         held.append(f"{CHECKPOINTS_DIR}/{LAST}")
     metrics = run_dir / METRICS_FILE
@@ -303,5 +304,5 @@ def _step_of(row: dict[str, Any]) -> int:
 
 
 __all__ = ["CHECKPOINTS_DIR", "LOCK_FILE", "METRICS_FILE", "SUMMARY_FILE", "MetricsLog", "RunDirError", "RunDirLock",
-           "check_outside", "check_reuse", "claim_run_dir", "clear_run", "is_complete", "last_checkpoint", "metrics_line",
-           "resume_checkpoint", "run_contents", "step_dirs", "warn"]
+           "check_outside", "check_reuse", "claim_run_dir", "clear_run", "is_complete", "last_checkpoint",
+           "metrics_line", "resume_checkpoint", "run_contents", "step_dirs", "warn"]

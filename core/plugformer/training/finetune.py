@@ -25,7 +25,7 @@ from plugformer.plugins import PluginHost
 from plugformer.rundir import MetricsLog, check_outside
 from plugformer.training.data import TrainingData
 from plugformer.training.supervised import ChatTemplate, SupervisedData
-from plugformer.training.trainer import Trainer, claim
+from plugformer.training.trainer import Trainer, hold_run_dir
 
 #: keys of a finetune config that replace those of the starting checkpoint's config
 CARRIED = ("objective", "optimizer", "scheduler", "parallel", "adapter", "quantizer", "data", "trainer",
@@ -87,7 +87,7 @@ def run_finetune(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
                           "(plugformer merge) and fine-tune the merged checkpoint")
     template = ChatTemplate.from_config(cfg.template)
     strategy: ParallelStrategy = build(registries, "parallel", cfg.parallel)
-    with strategy.running(cfg.device) as device, claim(cfg, Path(run_dir), strategy):
+    with strategy.running(cfg.device) as device, hold_run_dir(cfg, Path(run_dir), strategy):
         loaded = load_model_for_inference(start, registries, device="cpu")
         model, tokenizer = loaded.model.to(device), loaded.tokenizer
         model.requires_grad_(True)

@@ -37,11 +37,11 @@ def run_training(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     strategy: ParallelStrategy = build(host.registries, "parallel", cfg.parallel)
-    with strategy.running(cfg.device) as device, claim(cfg, Path(run_dir), strategy):
+    with strategy.running(cfg.device) as device, hold_run_dir(cfg, Path(run_dir), strategy):
         return Trainer(cfg, Path(run_dir), host, strategy, device).fit()
 
 
-def claim(cfg: DictConfig, run_dir: Path, strategy: ParallelStrategy) -> contextlib.AbstractContextManager[None]:
+def hold_run_dir(cfg: DictConfig, run_dir: Path, strategy: ParallelStrategy) -> contextlib.AbstractContextManager[None]:
     """Hold ``run_dir`` for this run (rank 0): locked against a second process, a previous run in it
     refused unless ``resume=true`` or ``overwrite=true`` (see :mod:`plugformer.rundir`)."""
     return claim_run_dir(run_dir, resume=bool(cfg.resume), overwrite=bool(cfg.get("overwrite", False)),
