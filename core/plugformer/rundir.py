@@ -233,19 +233,21 @@ def claim_run_dir(run_dir: Path, *, resume: bool, overwrite: bool = False, main:
 
 
 # -- metrics.jsonl -----------------------------------------------------------------------------------
-def _finite_or_none(value: Any) -> Any:
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in dicts, lists, tuples) replaced by None, so that it
+    serialises as strict JSON (``null``)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
+        return {k: finite_or_none(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
+        return [finite_or_none(v) for v in value]
     return value
 
 
 def metrics_line(row: dict[str, Any]) -> str:
     """``row`` as one line of strict JSON (NaN and infinities become ``null``), newline included."""
-    return json.dumps(_finite_or_none(row), allow_nan=False) + "\n"
+    return json.dumps(finite_or_none(row), allow_nan=False) + "\n"
 
 
 class MetricsLog:
@@ -304,5 +306,5 @@ def _step_of(row: dict[str, Any]) -> int:
 
 
 __all__ = ["CHECKPOINTS_DIR", "LOCK_FILE", "METRICS_FILE", "SUMMARY_FILE", "MetricsLog", "RunDirError", "RunDirLock",
-           "check_outside", "check_reuse", "claim_run_dir", "clear_run", "is_complete", "last_checkpoint",
-           "metrics_line", "resume_checkpoint", "run_contents", "step_dirs", "warn"]
+           "check_outside", "check_reuse", "claim_run_dir", "clear_run", "finite_or_none", "is_complete",
+           "last_checkpoint", "metrics_line", "resume_checkpoint", "run_contents", "step_dirs", "warn"]

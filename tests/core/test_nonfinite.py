@@ -87,3 +87,12 @@ def test_an_unknown_mode_is_a_one_line_error(builtin_host):
     strategy: ParallelStrategy = build(builtin_host.registries, "parallel", {"name": "single"})
     with pytest.raises(ConfigError, match="trainer.on_nonfinite='ignore' is not one of: stop, skip"):
         NonFiniteGuard("ignore", strategy, torch.device("cpu"))
+
+
+def test_a_skipped_step_in_the_last_log_window_leaves_summary_json_strict(builtin_host, tiny_config, tmp_path):
+    trainer = _trainer(builtin_host, tiny_config, tmp_path, "trainer.on_nonfinite=skip", "trainer.log_every=4")
+    trainer.objective = NaNAtSteps(trainer, {7})
+    trainer.fit()
+    text = (tmp_path / "run" / "summary.json").read_text()
+    summary = json.loads(text, parse_constant=lambda token: pytest.fail(f"not JSON: {token}"))
+    assert summary["step"] == 8 and summary["loss"] is None

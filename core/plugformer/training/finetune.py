@@ -22,7 +22,7 @@ from plugformer.errors import ConfigError
 from plugformer.inference import check_checkpoint_dir, load_model_for_inference
 from plugformer.interfaces import ParallelStrategy
 from plugformer.plugins import PluginHost
-from plugformer.rundir import MetricsLog, check_outside
+from plugformer.rundir import MetricsLog, check_outside, finite_or_none
 from plugformer.training.data import TrainingData
 from plugformer.training.supervised import ChatTemplate, SupervisedData
 from plugformer.training.trainer import Trainer, hold_run_dir
@@ -125,7 +125,7 @@ def run_finetune(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
             result["held_out_records"] = min(len(data.val_records), cfg.eval_examples)
             result["train_records"] = len(data.train_records)
         if strategy.is_main:
-            write_json(run_dir / SUMMARY_FILE, result)
+            write_json(run_dir / SUMMARY_FILE, finite_or_none(result))  # strict JSON: NaN -> null
     return {**summary, **result}
 
 

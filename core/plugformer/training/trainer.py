@@ -26,7 +26,7 @@ from plugformer.model.transforms import config_transforms
 from plugformer.plugins import PluginHost
 from plugformer.precision import autocast
 from plugformer.run import RunInfo
-from plugformer.rundir import claim_run_dir, last_checkpoint, resume_checkpoint
+from plugformer.rundir import claim_run_dir, finite_or_none, last_checkpoint, resume_checkpoint
 from plugformer.training.data import TrainingData
 from plugformer.training.nonfinite import NonFiniteGuard
 
@@ -148,7 +148,7 @@ class Trainer:
                    "peak_memory_mb": self._peak_memory_mb()}
         summary.pop("tokens_per_s", None)
         if self.strategy.is_main:
-            write_json(self.run_dir / "summary.json", summary)
+            write_json(self.run_dir / "summary.json", finite_or_none(summary))  # strict JSON: NaN -> null
         return summary
 
     def train_step(self) -> torch.Tensor:
