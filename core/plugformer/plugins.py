@@ -34,6 +34,9 @@ ENV_DISABLE_AUTOLOAD = "PLUGFORMER_DISABLE_PLUGIN_AUTOLOAD"
 ENV_ALLOW = "PLUGFORMER_PLUGINS"
 ENV_BLOCK = "PLUGFORMER_BLOCK_PLUGINS"
 ENV_STRICT = "PLUGFORMER_STRICT_PLUGINS"
+#: the distribution whose plugins are first-party: they load before any other, so a third-party plugin
+#: can never take a built-in name by loading first (it must ask with ``override=True``)
+FIRST_PARTY_DIST = "plugformer"
 
 #: (major, minor) of the plugin API this core provides: a major bump breaks plugins, a minor one adds to it
 PLUGIN_API_VERSION: tuple[int, int] = (1, 0)
@@ -80,6 +83,15 @@ def check_api_version(plugin: object, name: str, dist: str, version: str) -> str
 def one_line(exc: BaseException) -> str:
     """``Type: message`` with all whitespace runs collapsed, so it can be quoted inside one-line errors."""
     return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def first_party_first(eps: Iterable[EntryPoint]) -> list[EntryPoint]:
+    """``eps`` with plugformer's own entry points first (each group keeps its order): whatever order the
+    environment lists distributions in, a name collision always finds the built-in registered and fails
+    the newcomer, naming both packages."""
+    eps = list(eps)
+    first = [ep.dist is not None and ep.dist.name == FIRST_PARTY_DIST for ep in eps]
+    return [ep for ep, mine in zip(eps, first) if mine] + [ep for ep, mine in zip(eps, first) if not mine]
 
 
 def _names(value: str | None) -> frozenset[str]:
@@ -142,6 +154,7 @@ class PluginHost:
                    value: str = "") -> PluginRecord:
         """Register ``plugin`` with pluggy and run its ``plugformer_register``; failures are recorded."""
         record = PluginRecord(name, dist, version, value or getattr(plugin, "__name__", repr(plugin)), "loaded")
+        before = self.registries.snapshot()
         try:
             record.api = check_api_version(plugin, name, dist, version)
             self.pm.register(plugin, name=name)
@@ -151,7 +164,7 @@ class PluginHost:
                     if impl.plugin is plugin:
                         impl.function(*[{"registries": self.registries}[a] for a in impl.argnames])
         except Exception as exc:
-            self.registries.remove_plugin(name)
+            self.registries.restore(before)  # what it added goes, and what it replaced comes back
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
             record.status, record.error = "failed", one_line(exc)
@@ -168,7 +181,7 @@ class PluginHost:
 
     def load_entry_points(self, eps: Iterable[EntryPoint], settings: LoadSettings) -> None:
         seen: dict[str, str] = {}
-        for ep in eps:
+        for ep in first_party_first(eps):
             dist = ep.dist.name if ep.dist is not None else "<unknown>"
             version = ep.dist.version if ep.dist is not None else ""
             if ep.name in seen:

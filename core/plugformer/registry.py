@@ -203,6 +203,16 @@ class Registries:
         if errors:
             raise unknown_components(errors)
 
+    def snapshot(self) -> dict[str, dict[str, Entry]]:
+        """Every family's entries as they are now (see :meth:`restore`)."""
+        return {r.family: dict(r._entries) for r in self}
+
+    def restore(self, snapshot: dict[str, dict[str, Entry]]) -> None:
+        """Put back the entries of a :meth:`snapshot`: a plugin that fails halfway through registering
+        leaves nothing behind, and an entry it replaced with ``override=True`` is the original again."""
+        for r in self:
+            r._entries = dict(snapshot[r.family])
+
     def remove_plugin(self, plugin: str) -> None:
         """Drop every entry a plugin registered (used when its registration hook fails halfway)."""
         for r in self:

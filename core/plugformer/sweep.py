@@ -27,7 +27,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 
-from plugformer.checkpoint.layout import SUMMARY_FILE, last_checkpoint
+from plugformer.checkpoint.layout import SUMMARY_FILE
+from plugformer.checkpoint.rundir import run_contents
 from plugformer.errors import PlugformerError
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,8 @@ def active_plan() -> SweepPlan | None:
 
 
 def job_state(job_dir: Path, max_steps: int) -> str:
-    """``finished`` (summary reached ``max_steps``), ``resumable`` (a checkpoint exists) or ``new``."""
+    """``finished`` (summary reached ``max_steps``), ``resumable`` (it holds a run: checkpoints or metrics;
+    resuming never overwrites them) or ``new``."""
     summary = job_dir / SUMMARY_FILE
     if summary.exists():
         try:
@@ -170,7 +172,7 @@ def job_state(job_dir: Path, max_steps: int) -> str:
                 return "finished"
         except (OSError, ValueError):
             pass
-    return "resumable" if last_checkpoint(job_dir).exists() else "new"
+    return "resumable" if run_contents(job_dir) else "new"
 
 
 class PlugformerSweeper(BasicSweeper):

@@ -1,14 +1,13 @@
 """The built-in run observers. They are ordinary hook implementations, as any plugin's would be."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from plugformer import RunInfo, hookimpl
-from plugformer.checkpoint import METRICS_FILE
+from plugformer.checkpoint import MetricsLog
 
 
 class ProgressBar:
@@ -50,23 +49,21 @@ class ProgressBar:
 
 class MetricsFile:
     """Appends one JSON object per log step (``step, loss, lr, tokens_per_s``) and per evaluation
-    (``step, val_loss, val_perplexity``) to ``metrics.jsonl``. On resume, rows after the checkpoint's
-    step are dropped first, so the file reads like one uninterrupted run."""
+    (``step, val_loss, val_perplexity``) to ``metrics.jsonl``, strict JSON (a NaN or infinite value is
+    ``null``). On resume, rows after the checkpoint's step, and a line cut short by a crash, are dropped
+    first, so the file reads like one uninterrupted run."""
 
     def __init__(self, config: Any, run_dir: Path):
-        self.path = Path(run_dir) / METRICS_FILE
+        self.log = MetricsLog(Path(run_dir))
+        self.path = self.log.path
 
     def _append(self, row: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        self.log.append(row)
 
     @hookimpl
     def plugformer_train_start(self, run: RunInfo) -> None:
-        if not run.is_main or not self.path.exists():
-            return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= run.start_step]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        if run.is_main:
+            self.log.truncate_after(run.start_step)
 
     @hookimpl
     def plugformer_step_end(self, run: RunInfo, step: int, metrics: dict[str, float]) -> None:

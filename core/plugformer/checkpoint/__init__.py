@@ -11,7 +11,10 @@ One owner for what plugformer keeps on disk (see :mod:`plugformer.checkpoint.lay
 - :mod:`~plugformer.checkpoint.loader`: :func:`load_config` (interpolation off),
   :func:`load_model_for_inference`, :func:`load_tokenizer`, :func:`check_checkpoint_dir`;
 - :mod:`~plugformer.checkpoint.probes`: :func:`trained_adapter`, :func:`is_quantized`,
-  :func:`quantization_record`.
+  :func:`quantization_record`, :func:`plugins_record`;
+- :mod:`~plugformer.checkpoint.rundir`: the run directory: its lock (:func:`claim_run_dir`), whether it
+  holds a run (:func:`run_contents`), where a resume starts (:func:`resume_checkpoint`), and its strict,
+  repairable metrics log (:class:`MetricsLog`).
 
 Importing this package imports neither torch nor OmegaConf: the layout constants are loaded at once,
 everything else on first use.
@@ -28,6 +31,7 @@ from plugformer.checkpoint.layout import (
     CONFIG_FILE,
     DCP_DIR,
     LAST,
+    LOCK_FILE,
     MERGE_FILE,
     METRICS_FILE,
     MODEL_FILE,
@@ -42,6 +46,15 @@ from plugformer.checkpoint.layout import (
     resolve_checkpoint,
 )
 from plugformer.checkpoint.probes import is_quantized, plugins_record, quantization_record, trained_adapter
+from plugformer.checkpoint.rundir import (
+    MetricsLog,
+    RunDirError,
+    RunDirLock,
+    claim_run_dir,
+    finite_or_none,
+    resume_checkpoint,
+    run_contents,
+)
 
 if TYPE_CHECKING:
     from plugformer.checkpoint.loader import (
@@ -89,12 +102,13 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ADAPTER_DIR", "ADAPTER_MARKER_FILE", "CHECKPOINTS_DIR", "CONFIG_FILE", "DCP_DIR", "LAST", "MERGE_FILE",
-    "METRICS_FILE", "MODEL_FILE", "OPTIMIZER_STATE", "PEFT_CONFIG_FILE", "PEFT_WEIGHTS_FILE", "PLUGINS_FILE",
-    "QUANTIZATION_FILE", "SUMMARY_FILE", "TOKENIZER_DIR", "TRAINER_STATE",
-    "CheckpointDir", "InferenceModel", "adapter_entry_name", "attach_adapter", "check_checkpoint_dir",
-    "flatten_state", "is_quantized", "plugins_record", "load_config", "load_model", "load_model_for_inference", "load_state",
-    "load_tokenizer", "quantization_record", "read_json", "read_tensors", "replace_model_file", "resolve_checkpoint",
-    "save_model", "save_state", "tensor_bytes", "trained_adapter", "unflatten_state", "write_json",
-    "write_model_checkpoint",
+    "ADAPTER_DIR", "ADAPTER_MARKER_FILE", "CHECKPOINTS_DIR", "CONFIG_FILE", "DCP_DIR", "LAST", "LOCK_FILE",
+    "MERGE_FILE", "METRICS_FILE", "MODEL_FILE", "OPTIMIZER_STATE", "PEFT_CONFIG_FILE", "PEFT_WEIGHTS_FILE",
+    "PLUGINS_FILE", "QUANTIZATION_FILE", "SUMMARY_FILE", "TOKENIZER_DIR", "TRAINER_STATE",
+    "CheckpointDir", "InferenceModel", "MetricsLog", "RunDirError", "RunDirLock", "adapter_entry_name",
+    "attach_adapter", "check_checkpoint_dir", "claim_run_dir", "finite_or_none", "flatten_state", "is_quantized",
+    "load_config", "load_model", "load_model_for_inference", "load_state", "load_tokenizer", "plugins_record",
+    "quantization_record", "read_json", "read_tensors", "replace_model_file", "resolve_checkpoint",
+    "resume_checkpoint", "run_contents", "save_model", "save_state", "tensor_bytes", "trained_adapter",
+    "unflatten_state", "write_json", "write_model_checkpoint",
 ]

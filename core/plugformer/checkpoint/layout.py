@@ -41,12 +41,13 @@ STEP_PREFIX = "step-"  # checkpoints/step-<N>
 DCP_DIR = "dcp"  # torch.distributed.checkpoint shards (+ their .metadata) inside a step-N directory
 OPTIMIZER_STATE = "optimizer"  # save_state name: optimizer.json (+ optimizer.safetensors)
 TRAINER_STATE = "trainer_state"  # save_state name: trainer_state.json (+ .safetensors)
+LOCK_FILE = ".plugformer.lock"  # <run dir>/.plugformer.lock, flock-ed by the process writing the run
 
 #: the files every checkpoint that generate/export read holds next to its weights
 MODEL_ONLY = (CONFIG_FILE, PLUGINS_FILE, TOKENIZER_DIR)
 
 
-def last_checkpoint(run_dir: str | Path) -> Path:
+def last_link(run_dir: str | Path) -> Path:
     """``<run_dir>/checkpoints/last`` (the link itself, not resolved; it may not exist)."""
     return Path(run_dir) / CHECKPOINTS_DIR / LAST
 
@@ -58,7 +59,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     Only resolves; :func:`plugformer.checkpoint.check_checkpoint_dir` checks what the directory holds.
     """
     path = Path(path).expanduser()
-    last = last_checkpoint(path)
+    last = last_link(path)
     if not (path / MODEL_FILE).is_file() and last.exists():
         return last.resolve()
     return path
@@ -66,5 +67,5 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 __all__ = ["ADAPTER_DIR", "ADAPTER_MARKER_FILE", "CHECKPOINTS_DIR", "CONFIG_FILE", "DCP_DIR", "LAST", "MERGE_FILE",
            "METRICS_FILE", "MODEL_FILE", "MODEL_ONLY", "OPTIMIZER_STATE", "PEFT_CONFIG_FILE", "PEFT_WEIGHTS_FILE",
-           "PLUGINS_FILE", "QUANTIZATION_FILE", "STEP_PREFIX", "SUMMARY_FILE", "TOKENIZER_DIR", "TRAINER_STATE",
-           "last_checkpoint", "resolve_checkpoint"]
+           "LOCK_FILE", "PLUGINS_FILE", "QUANTIZATION_FILE", "STEP_PREFIX", "SUMMARY_FILE", "TOKENIZER_DIR", "TRAINER_STATE",
+           "last_link", "resolve_checkpoint"]

@@ -62,6 +62,8 @@ def train(args: list[str]) -> int:
         print(USAGE, end="")
         return 0
     overrides, out = split_out(args)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # never over another tokenizer or checkpoint
+        raise PlugformerError(f"out={out} already exists and is not empty; choose a new directory")
     overrides, multirun, _ = split_args(overrides)
     if multirun:
         raise PlugformerError("plugformer tokenizer train does not sweep (-m); run it once per tokenizer")

@@ -21,6 +21,13 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class OnNonFinite(str, Enum):
+    """``trainer.on_nonfinite``: a NaN/inf loss stops the run (exit 2) or its update is skipped."""
+
+    stop = "stop"
+    skip = "skip"
+
+
 @dataclass
 class ModelConfig:
     """Sizes of the transformer; the vocabulary size comes from the tokenizer."""
@@ -60,6 +67,8 @@ class TrainerConfig:
     # recompute transformer blocks' activations in backward (less memory, ~1/3 more compute): true (every
     # block), false, N (every N-th block: 0, N, 2N, ...) or a list of block indices
     activation_checkpointing: Any = False
+    # a NaN/inf loss: stop (exit 2, naming the step; nothing of it is saved) or skip that step's update
+    on_nonfinite: OnNonFinite = OnNonFinite.stop
 
 
 @dataclass
@@ -93,6 +102,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False  # replace a previous run in the run directory (otherwise: resume=true or refused)
     threads: Optional[int] = None  # torch intra-op threads; None: torch's default
     compile: bool = False  # torch.compile each transformer block
     compile_backend: str = "inductor"  # torch.compile backend (inductor | aot_eager | eager | ...)
@@ -155,4 +165,5 @@ class FinetuneConfig:
     device: str = "auto"
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False  # replace a previous run in the run directory (otherwise: resume=true or refused)
     threads: Optional[int] = None

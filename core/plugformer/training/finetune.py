@@ -28,9 +28,10 @@ from plugformer.checkpoint import (
 from plugformer.errors import ConfigError
 from plugformer.interfaces import ParallelStrategy
 from plugformer.plugins import PluginHost
+from plugformer.checkpoint.rundir import MetricsLog, check_outside, finite_or_none
 from plugformer.training.data import TrainingData
 from plugformer.training.supervised import ChatTemplate, SupervisedData
-from plugformer.training.trainer import Trainer
+from plugformer.training.trainer import Trainer, hold_run_dir
 
 #: keys of a finetune config that replace those of the starting checkpoint's config
 CARRIED = ("objective", "optimizer", "scheduler", "parallel", "adapter", "quantizer", "data", "trainer",
@@ -74,6 +75,7 @@ def run_finetune(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
     records, ``exact_match``), also written to ``<run dir>/finetune.json``."""
     registries = host.registries
     start = check_checkpoint_dir(cfg.checkpoint).resolve()
+    check_outside(run_dir, start, "starting checkpoint")  # finetune hydra.run.dir=<the base run>
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     base = load_config(start)
@@ -83,7 +85,7 @@ def run_finetune(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
                           "(plugformer merge) and fine-tune the merged checkpoint")
     template = ChatTemplate.from_config(cfg.template)
     strategy: ParallelStrategy = build(registries, "parallel", cfg.parallel)
-    with strategy.running(cfg.device) as device:
+    with strategy.running(cfg.device) as device, hold_run_dir(cfg, Path(run_dir), strategy):
         loaded = load_model_for_inference(start, registries, device="cpu")
         model, tokenizer = loaded.model.to(device), loaded.tokenizer
         model.requires_grad_(True)
@@ -108,7 +110,7 @@ def run_finetune(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
         before = trainer.evaluate()  # the starting model (an adapter starts as the identity)
         if strategy.is_main and not cfg.resume:
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_lines(run_dir / METRICS_FILE, [{"step": 0, **before}])
+            MetricsLog(run_dir).start([{"step": 0, **before}])
         summary = trainer.fit()
         result: dict[str, Any] = {"checkpoint": str(start), "steps": summary["step"], "params": trainer.n_params,
                                   "trainable_params": sum(p.numel() for p in trainer.model.parameters()
@@ -121,15 +123,8 @@ def run_finetune(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
             result["held_out_records"] = min(len(data.val_records), cfg.eval_examples)
             result["train_records"] = len(data.train_records)
         if strategy.is_main:
-            write_json(run_dir / SUMMARY_FILE, result)
+            write_json(run_dir / SUMMARY_FILE, finite_or_none(result))  # strict JSON: NaN -> null
     return {**summary, **result}
-
-
-def write_json_lines(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Start ``path`` with ``rows`` (the metrics callback appends after them)."""
-    import json
-
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 __all__ = ["keep_zeros", "run_finetune", "train_config"]

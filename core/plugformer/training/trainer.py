@@ -37,7 +37,9 @@ from plugformer.model.transforms import config_transforms
 from plugformer.plugins import PluginHost
 from plugformer.precision import autocast
 from plugformer.run import RunInfo, TrainingState
+from plugformer.checkpoint.rundir import claim_run_dir, finite_or_none, last_checkpoint, resume_checkpoint
 from plugformer.training.data import TrainingData
+from plugformer.training.nonfinite import NonFiniteGuard
 
 
 def run_training(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, Any]:
@@ -46,8 +48,15 @@ def run_training(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     strategy: ParallelStrategy = build(host.registries, "parallel", cfg.parallel)
-    with strategy.running(cfg.device) as device:
+    with strategy.running(cfg.device) as device, hold_run_dir(cfg, Path(run_dir), strategy):
         return Trainer(cfg, Path(run_dir), host, strategy, device).fit()
+
+
+def hold_run_dir(cfg: DictConfig, run_dir: Path, strategy: ParallelStrategy) -> contextlib.AbstractContextManager[None]:
+    """Hold ``run_dir`` for this run (rank 0): locked against a second process, a previous run in it
+    refused unless ``resume=true`` or ``overwrite=true`` (see :mod:`plugformer.checkpoint.rundir`)."""
+    return claim_run_dir(run_dir, resume=bool(cfg.resume), overwrite=bool(cfg.get("overwrite", False)),
+                         main=strategy.is_main)
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -69,7 +78,7 @@ class Trainer:
                               f"({strategy.dp_size}) × trainer.grad_accum ({t.grad_accum})")
         self.rows_per_rank = t.batch_size // strategy.dp_size
         self.ckpts = CheckpointDir(run_dir / CHECKPOINTS_DIR, t.keep_last)
-        resume_from = self.ckpts.last if cfg.resume else None
+        resume_from = resume_checkpoint(run_dir, quiet=not strategy.is_main) if cfg.resume else None
         self.data: Batches = data if data is not None else TrainingData(cfg, registries, strategy, resume_from)
         self.tokenizer = self.data.tokenizer
         torch.manual_seed(cfg.seed)
@@ -89,6 +98,8 @@ class Trainer:
                                                       grad_accum=t.grad_accum, grad_clip=t.grad_clip)
         self.objective = build(registries, "objective", cfg.objective, self.tokenizer)
         self.step = self._restore(resume_from) if resume_from else 0
+        self.nonfinite = NonFiniteGuard(t.get("on_nonfinite", "stop"), strategy, device,
+                                         lambda: last_checkpoint(run_dir))
         self._metric_sums: dict[str, torch.Tensor] = {}  # objective metrics since the last log step
         self.run = RunInfo(run_dir, OmegaConf.to_container(cfg, resolve=True), t.max_steps, self.step,
                            t.batch_size * cfg.data.seq_len, strategy.rank, strategy.world_size)
@@ -124,6 +135,7 @@ class Trainer:
             loss_sum += self.train_step()
             stop = self._stop_requested()  # a callback's request_stop makes this step the last
             final = self.step == t.max_steps or stop
+            self._check_finite(final)
             if self.step % t.log_every == 0 or final or self.step == 1:
                 now = time.perf_counter()
                 steps = self.step - last_logged
@@ -156,7 +168,7 @@ class Trainer:
         if self.state.stop_reason is not None:
             summary["stop_reason"] = self.state.stop_reason
         if self.strategy.is_main:
-            write_json(self.run_dir / SUMMARY_FILE, summary)
+            write_json(self.run_dir / SUMMARY_FILE, finite_or_none(summary))  # strict JSON: NaN -> null
         return summary
 
     def train_step(self) -> torch.Tensor:
@@ -180,7 +192,10 @@ class Trainer:
                 share = value.detach().float() / len(micro_batches)
                 self._metric_sums[name] = self._metric_sums.get(name, 0.0) + share
         self.host.hook.plugformer_before_optimizer_step(run=self.run, step=self.step, state=self.state)
-        self.strategy.optimizer_step(self.model, self.optimizer, t.grad_clip)  # clip, step, zero the grads
+        if self.nonfinite.allow_update(self.step, total, self.model):  # trainer.on_nonfinite
+            self.strategy.optimizer_step(self.model, self.optimizer, t.grad_clip)  # clip, step, zero the grads
+        else:
+            self.optimizer.zero_grad(set_to_none=True)  # a skipped step: its gradients are dropped
         self.scheduler.step()
         self.host.hook.plugformer_after_optimizer_step(run=self.run, step=self.step, state=self.state)
         return total
@@ -201,11 +216,20 @@ class Trainer:
         val.update({f"val_{k}": v for k, v in self.data.evaluate(self.model).items()})  # e.g. exact match
         return {**val, "val_perplexity": math.exp(min(val["val_loss"], 50.0))}
 
+    def _check_finite(self, final: bool) -> None:
+        """``trainer.on_nonfinite=stop``: stop on a non-finite loss at the steps that synchronise anyway
+        (logging, evaluation, saving, the last), so the check costs no extra synchronisation per step."""
+        t, s = self.cfg.trainer, self.step
+        if final or s == 1 or s % t.log_every == 0 or any(every and s % every == 0
+                                                          for every in (t.eval_every, t.save_every)):
+            self.nonfinite.check()
+
     # -- checkpoints ------------------------------------------------------------------------------
     def save(self) -> Path:
         """Write ``checkpoints/step-N`` atomically through the strategy and point ``last`` at it. A strategy
         saving asynchronously commits it (rename, ``last``) once its writes are done: at its next save or
         the end of training, so a crash before then keeps the previous checkpoint."""
+        self.nonfinite.check_weights(self.model, self.step)  # a non-finite checkpoint is never written
         self.strategy.wait_for_save()
         main = self.strategy.is_main
         if main:
