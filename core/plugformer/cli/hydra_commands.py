@@ -98,6 +98,7 @@ def compose_checked(config_name: str, overrides: list[str], host: PluginHost) ->
     from omegaconf import OmegaConf
 
     from plugformer.cli.compose_errors import describe
+    from plugformer.config.validate import check_composed
 
     job = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE, job_name=config_name):
@@ -107,6 +108,8 @@ def compose_checked(config_name: str, overrides: list[str], host: PluginHost) ->
             if missing:
                 raise PlugformerError(f"missing required config value(s): {', '.join(missing)} "
                                       f"(set them as {missing[0]}=...)")
+            for warning in check_composed(cfg, config_name, host.registries):  # unknown keys, ranges
+                print(f"plugformer: warning: {warning}", file=sys.stderr)
             return cfg
         except PlugformerError:
             raise

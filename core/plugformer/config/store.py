@@ -18,6 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from plugformer.build import CORE_FIELDS
+from plugformer.config.ranges import CORE_FIELD_RANGES, RANGE_KEY, Range
 from plugformer.config.schema import (
     COMPONENT_GROUPS,
     FinetuneConfig,
@@ -33,19 +34,25 @@ CALLBACK_FAMILY = "callback"
 warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
 
 
+def _range_metadata(declared: Range | None) -> dict[str, Range]:
+    return {RANGE_KEY: declared} if declared is not None else {}
+
+
 def node_class(entry: Entry) -> type:
-    """A dataclass: ``name`` (fixed to the entry's name) followed by the schema's own fields."""
+    """A dataclass: ``name`` (fixed to the entry's name) followed by the core's fields of that family and the
+    schema's own fields, each with its declared range (field metadata)."""
     schema = entry.load_schema()
     fields: list[Any] = [("name", str, dataclasses.field(default=entry.name))]
-    fields += [(key, typ, dataclasses.field(default=default)) for key, (typ, default) in
-               CORE_FIELDS.get(entry.family, {}).items()]
+    core_ranges = CORE_FIELD_RANGES.get(entry.family, {})
+    fields += [(key, typ, dataclasses.field(default=default, metadata=_range_metadata(core_ranges.get(key))))
+               for key, (typ, default) in CORE_FIELDS.get(entry.family, {}).items()]
     if schema is not None:
         hints = typing.get_type_hints(schema)
         for f in dataclasses.fields(schema):
             default = ({"default": f.default} if f.default is not dataclasses.MISSING else
                        {"default_factory": f.default_factory} if f.default_factory is not dataclasses.MISSING
                        else {})
-            fields.append((f.name, hints[f.name], dataclasses.field(**default)))
+            fields.append((f.name, hints[f.name], dataclasses.field(**default, metadata=f.metadata)))
     cls_name = "".join(p.capitalize() for p in f"{entry.family}_{entry.name}".replace("-", "_").split("_")) + "Node"
     return dataclasses.make_dataclass(cls_name, fields)
 
