@@ -57,14 +57,30 @@ def node_class(entry: Entry) -> type:
     return dataclasses.make_dataclass(cls_name, fields)
 
 
+#: (family, name) -> the entry whose nodes are in the ConfigStore: storing them again costs a command ~0.5 s
+_stored: dict[tuple[str, str], Entry] = {}
+
+
+def _in_store(cs: ConfigStore, group: str, name: str) -> bool:
+    node: Any = cs.repo
+    for part in group.split("/"):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return f"{name}.yaml" in node
+
+
 def store_component_configs(registries: Registries) -> None:
-    """Store schema nodes and default options for every entry of every config-group family."""
+    """Store schema nodes and default options for every entry of every config-group family (entries already
+    stored, unchanged, are skipped)."""
     cs = ConfigStore.instance()
     for family in COMPONENT_GROUPS:
         for entry in registries[family]:
+            if _stored.get((family, entry.name)) is entry and _in_store(cs, family, entry.name) and \
+                    _in_store(cs, f"{SCHEMA_GROUP}/{family}", entry.name):
+                continue
             node = node_class(entry)
             cs.store(group=f"{SCHEMA_GROUP}/{family}", name=entry.name, node=node, provider=entry.provider)
             cs.store(group=family, name=entry.name, node=node, provider=entry.provider)
+            _stored[(family, entry.name)] = entry
     cs.store(name="plugformer_train_schema", node=TrainConfig, provider="plugformer")
     cs.store(name="plugformer_generate_schema", node=GenerateConfig, provider="plugformer")
     cs.store(name="plugformer_finetune_schema", node=FinetuneConfig, provider="plugformer")
