@@ -5,7 +5,7 @@ the docstrings here are the complete contract: construction, shapes, dtypes, pro
 """
 from plugformer.interfaces.attention import Attention, DecodeCache, KVCache, causal_mask
 from plugformer.interfaces.callback import CallbackFactory
-from plugformer.interfaces.data import SPLITS, TextSource
+from plugformer.interfaces.data import SPLITS, DocumentPart, TextSource
 from plugformer.interfaces.dims import ModelDims
 from plugformer.interfaces.layers import MLPFactory, NormFactory
 from plugformer.interfaces.objective import (
@@ -22,7 +22,7 @@ from plugformer.interfaces.tokenizer import Tokenizer
 from plugformer.interfaces.transform import Adapter, ModelTransform, Quantizer, Stage
 
 __all__ = [
-    "SPLITS", "Adapter", "Attention", "CallbackFactory", "DecodeCache", "KVCache", "MLPFactory", "ModelDims",
+    "SPLITS", "Adapter", "DocumentPart", "Attention", "CallbackFactory", "DecodeCache", "KVCache", "MLPFactory", "ModelDims",
     "ModelTransform", "NormFactory", "Objective", "ObjectiveOutput", "OptimizerFactory",
     "ParallelStrategy", "PositionEncoding", "Positions", "PreferenceBatch", "Quantizer", "SchedulerFactory", "Server", "Stage",
     "SupervisedBatch", "TextSource",
