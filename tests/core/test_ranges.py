@@ -195,6 +195,17 @@ def test_a_warmup_longer_than_the_run_warns_in_one_line(host, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_learning_rate_changed_on_resume_is_named_as_ignored():
+    from omegaconf import OmegaConf
+
+    from plugformer.config.validate import resume_warnings
+
+    saved = OmegaConf.create({"optimizer": {"name": "adamw", "lr": 0.001}})
+    (line,) = resume_warnings(saved, OmegaConf.create({"optimizer": {"name": "adamw", "lr": 0.01}}))
+    assert "optimizer.lr=0.01 is ignored on resume=true" in line and "optimizer.lr=0.001" in line
+    assert resume_warnings(saved, saved) == []
+
+
 # -- prompts that do not fit ----------------------------------------------------------------------
 def test_a_prompt_that_fits_passes():
     check_prompt_fits(prompt_tokens=10, max_new_tokens=6, context=16)

@@ -69,8 +69,9 @@ def test_a_failed_checkpoint_write_is_one_line_and_the_last_checkpoint_still_res
     last = run / "checkpoints" / "last"
     assert last.resolve().name == "step-2" and (last / "model.safetensors").is_file()
     if errno_name == "ENOSPC":  # room again: the run resumes from step 2 and finishes
-        cli("train", *args, "resume=true")
+        resumed = cli("train", *args, "resume=true", "optimizer.lr=0.01")
         assert last.resolve().name == "step-4"
+        assert "plugformer: warning: optimizer.lr=0.01 is ignored on resume=true" in resumed.stderr
 
 
 def test_a_closed_output_pipe_ends_quietly():

@@ -140,6 +140,24 @@ def config_warnings(cfg: DictConfig) -> list[str]:
     return warnings
 
 
+#: settings a resumed run takes from its checkpoint (optimizer and scheduler state), not from the command line
+RESUMED_FROM_CHECKPOINT = ("optimizer.lr",)
+
+
+def resume_warnings(saved: DictConfig, cfg: DictConfig) -> list[str]:
+    """One line per setting changed for a resumed run that the checkpoint's state overrides (``saved``: the
+    checkpoint's config), so a changed ``optimizer.lr`` is not silently ignored."""
+    lines = []
+    for key in RESUMED_FROM_CHECKPOINT:
+        before, now = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
+        same_component = OmegaConf.select(saved, key.split(".")[0] + ".name") == OmegaConf.select(
+            cfg, key.split(".")[0] + ".name")
+        if before is not None and now is not None and same_component and before != now:
+            lines.append(f"{key}={now} is ignored on resume=true: the run continues from the checkpoint's "
+                         f"optimizer and schedule state ({key}={before}); start a new run to change it")
+    return lines
+
+
 def validate_train(cfg: DictConfig, registries: Registries) -> dict[str, Entry]:
     """Validate a ``train`` config; return the resolved entry of each component group."""
     problems: list[str] = schema_problems(cfg, TrainConfig, registries)  # keys and ranges

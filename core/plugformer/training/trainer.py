@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,11 @@ class Trainer:
         self.host.hook.plugformer_checkpoint_saved(run=self.run, step=step, path=final)
 
     def _restore(self, directory: Path) -> int:
+        if self.strategy.is_main and (directory / "config.yaml").is_file():
+            from plugformer.config.validate import resume_warnings
+
+            for line in resume_warnings(OmegaConf.load(directory / "config.yaml"), self.cfg):
+                print(f"plugformer: warning: {line}", file=sys.stderr)
         self.strategy.load(directory, self.model, self.optimizer)
         state = load_state(directory, "trainer_state")
         sched = state["scheduler"]
