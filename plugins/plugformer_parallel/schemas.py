@@ -53,7 +53,8 @@ class FSDPTPConfig:
 
     backend: Optional[str] = None  # None: nccl on CUDA, gloo on CPU
     timeout_s: int = bounded(600, ge=1)
-    tp: int = bounded(2, ge=1)  # tensor-parallel degree (ranks per model replica); the data-parallel degree is world / tp
+    # tensor-parallel degree (ranks per model replica); the data-parallel degree is world / tp
+    tp: int = bounded(2, ge=1)
     sequence_parallel: bool = False  # as for parallel=tp
     vocab_parallel: bool = False  # as for parallel=tp
     reshard_after_forward: bool = True  # as for parallel=fsdp
@@ -75,7 +76,8 @@ class DeepSpeedConfig:
 
     backend: Optional[str] = None  # noqa: UP045 (OmegaConf schemas need Optional) None: nccl on CUDA, gloo on CPU
     timeout_s: int = bounded(600, ge=1)
-    stage: int = bounded(3, ge=1, le=3)  # ZeRO stage: 1 (optimizer state), 2 (+ gradients) or 3 (+ parameters) partitioned
+    # ZeRO stage: 1 (optimizer state), 2 (+ gradients) or 3 (+ parameters) partitioned
+    stage: int = bounded(3, ge=1, le=3)
     overlap_comm: bool = False  # overlap gradient reduction with backward (DeepSpeed's zero_optimization option)
     reduce_bucket_size: int = bounded(50_000_000, ge=1)  # elements per gradient reduction bucket
 

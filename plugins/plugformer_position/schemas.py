@@ -26,7 +26,8 @@ class SinusoidalPositionConfig:
 @dataclass
 class RopeConfig:
     base: float = bounded(10000.0, gt=1)  # rotation frequencies are base^(-2i/d); Llama 3 uses 500000
-    partial_rotary_factor: float = bounded(1.0, gt=0, le=1)  # rotate the first fraction of head_dim (GPT-NeoX 0.25, Phi 0.4)
+    # rotate the first fraction of head_dim (GPT-NeoX 0.25, Phi 0.4)
+    partial_rotary_factor: float = bounded(1.0, gt=0, le=1)
     scaling: Optional[RopeScaling] = None  # None: plain rope; linear or ntk context extension
     scaling_factor: float = bounded(1.0, gt=0)  # how many times longer than the trained context to reach
 

@@ -22,20 +22,23 @@ class ByteTokenizerConfig:
 
 @dataclass
 class BPETokenizerConfig:
-    vocab_size: int = bounded(4096, ge=1, le=MAX_VOCAB)  # target vocabulary, including the 256 byte symbols and <|endoftext|>, <pad>, <mask>
+    # target vocabulary, including the 256 byte symbols and <|endoftext|>, <pad>, <mask>
+    vocab_size: int = bounded(4096, ge=1, le=MAX_VOCAB)
     min_frequency: int = bounded(2, ge=0)  # a pair must occur this often to be merged
 
 
 @dataclass
 class WordPieceTokenizerConfig:
-    vocab_size: int = bounded(4096, ge=1, le=MAX_VOCAB)  # target vocabulary, including <|endoftext|>, <pad>, <mask>, <unk>
+    # target vocabulary, including <|endoftext|>, <pad>, <mask>, <unk>
+    vocab_size: int = bounded(4096, ge=1, le=MAX_VOCAB)
     min_frequency: int = bounded(2, ge=0)  # a pair must occur this often to be merged
     lowercase: bool = False  # fold case before splitting (BERT "uncased")
 
 
 @dataclass
 class UnigramTokenizerConfig:
-    vocab_size: int = bounded(4096, ge=1, le=MAX_VOCAB)  # upper bound on all ids: pieces, 256 byte pieces, <unk>, <|endoftext|>, <pad>, <mask>
+    # upper bound on all ids: pieces, 256 byte pieces, <unk>, <|endoftext|>, <pad>, <mask>
+    vocab_size: int = bounded(4096, ge=1, le=MAX_VOCAB)
     max_piece_length: int = bounded(16, ge=1)  # longest piece (in characters) the trainer considers
 
 
@@ -58,7 +61,7 @@ class SentencePieceTokenizerConfig:
 @dataclass
 class StdlibSourceConfig:
     max_bytes: int = bounded(4_000_000, ge=1)  # stop adding files (in sorted order) once this many bytes are taken
-    val_fraction: float = bounded(0.05, ge=0, lt=1)  # share of files held out for validation (chosen by a hash of the path)
+    val_fraction: float = bounded(0.05, ge=0, lt=1)  # share of files held out for validation (by a hash of the path)
     exclude: list[str] = field(default_factory=lambda: list(STDLIB_EXCLUDE))  # directory names skipped
 
 
@@ -66,4 +69,4 @@ class StdlibSourceConfig:
 class TextFileSourceConfig:
     path: str = "???"  # a .txt/.jsonl file or a directory of them (required)
     text_field: str = "text"  # the field of each .jsonl record that holds the document
-    val_fraction: float = bounded(0.05, ge=0, lt=1)  # share of documents held out for validation (chosen by a stable hash)
+    val_fraction: float = bounded(0.05, ge=0, lt=1)  # share of documents held out for validation (by a stable hash)

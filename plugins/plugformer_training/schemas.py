@@ -111,7 +111,8 @@ class SFTConfig:
 class DistillConfig:
     teacher: str = "???"  # a plugformer checkpoint directory (same tokenizer as the student)
     temperature: float = bounded(2.0, gt=0)  # softens both distributions; the KL term is scaled by temperature²
-    alpha: float = bounded(1.0, ge=0, le=1)  # loss = alpha · KL(teacher ‖ student) + (1 - alpha) · cross-entropy on the targets
+    # loss = alpha · KL(teacher ‖ student) + (1 - alpha) · cross-entropy on the targets
+    alpha: float = bounded(1.0, ge=0, le=1)
 
 
 @dataclass

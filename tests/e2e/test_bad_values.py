@@ -100,7 +100,8 @@ def all_cases(registries) -> list[tuple[list[str], list[str]]]:
         per_family.append(batches)
     for k in range(max(len(b) for b in per_family)):
         chosen = [batches[k] for batches in per_family if k < len(batches)]
-        cases.append((["validate", *(a for args, _ in chosen for a in args)], [key for _, keys in chosen for key in keys]))
+        args = ["validate", *(a for head, _ in chosen for a in head)]
+        cases.append((args, [key for _, keys in chosen for key in keys]))
     return cases
 
 

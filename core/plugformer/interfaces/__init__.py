@@ -22,9 +22,9 @@ from plugformer.interfaces.tokenizer import Tokenizer
 from plugformer.interfaces.transform import Adapter, ModelTransform, Quantizer, Stage
 
 __all__ = [
-    "SPLITS", "Adapter", "DocumentPart", "Attention", "CallbackFactory", "DecodeCache", "KVCache", "MLPFactory", "ModelDims",
+    "SPLITS", "Adapter", "Attention", "CallbackFactory", "DecodeCache", "KVCache", "MLPFactory", "ModelDims",
     "ModelTransform", "NormFactory", "Objective", "ObjectiveOutput", "OptimizerFactory",
     "ParallelStrategy", "PositionEncoding", "Positions", "PreferenceBatch", "Quantizer", "SchedulerFactory", "Server", "Stage",
-    "SupervisedBatch", "TextSource",
+    "SupervisedBatch", "TextSource", "DocumentPart",
     "Tokenizer", "causal_mask", "param_groups", "resolve_device",
 ]
