@@ -185,14 +185,13 @@ def test_a_plugin_option_out_of_range_is_refused_for_a_plugin_without_yaml(host)
     assert "attention.temperature=0 must be > 0" in msg
 
 
-def test_a_warmup_longer_than_the_run_warns_in_one_line(host, capsys):
+def test_a_warmup_longer_than_the_run_is_named_in_one_warning_line(host):
+    from plugformer.config.validate import config_warnings
+
     prepare()
-    compose_checked("train", ["scheduler.warmup_steps=500", "trainer.max_steps=100"], host)
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "plugformer: warning: scheduler.warmup_steps=500" in err
-    assert "trainer.max_steps=100" in err
-    compose_checked("train", ["scheduler.warmup_steps=50", "trainer.max_steps=100"], host)
-    assert capsys.readouterr().err == ""
+    (line,) = config_warnings(compose_checked("train", ["scheduler.warmup_steps=500", "trainer.max_steps=100"], host))
+    assert line.startswith("scheduler.warmup_steps=500 is longer than the run (trainer.max_steps=100)")
+    assert config_warnings(compose_checked("train", ["scheduler.warmup_steps=50", "trainer.max_steps=100"], host)) == []
 
 
 def test_a_learning_rate_changed_on_resume_is_named_as_ignored():

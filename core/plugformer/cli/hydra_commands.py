@@ -108,8 +108,7 @@ def compose_checked(config_name: str, overrides: list[str], host: PluginHost) ->
             if missing:
                 raise PlugformerError(f"missing required config value(s): {', '.join(missing)} "
                                       f"(set them as {missing[0]}=...)")
-            for warning in check_composed(cfg, config_name, host.registries):  # unknown keys, ranges
-                print(f"plugformer: warning: {warning}", file=sys.stderr)
+            check_composed(cfg, config_name, host.registries)  # unknown keys, _target_, ranges
             return cfg
         except PlugformerError:
             raise

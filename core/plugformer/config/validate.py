@@ -23,15 +23,14 @@ CONFIG_SCHEMAS: dict[str, type] = {"train": TrainConfig, "validate": TrainConfig
 TARGET_KEY = "_target_"
 
 
-def check_composed(cfg: DictConfig, config_name: str, registries: Registries) -> list[str]:
+def check_composed(cfg: DictConfig, config_name: str, registries: Registries) -> None:
     """Refuse, in one line, keys no schema declares (``+model.extra=1``), ``_target_`` anywhere and numbers out
     of their declared range, for the top-level config ``config_name`` (see :data:`CONFIG_SCHEMAS`; other
-    names are only searched for ``_target_``). Returns warning lines for legal but suspicious settings."""
+    names are only searched for ``_target_``). Every composition of a command goes through here."""
     schema = CONFIG_SCHEMAS.get(config_name)
     problems = schema_problems(cfg, schema, registries) if schema is not None else _target_problems(cfg, "")
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
-    return config_warnings(cfg)
 
 
 def schema_problems(node: DictConfig, schema: type, registries: Registries, path: str = "") -> list[str]:
@@ -130,7 +129,8 @@ def _target_problems(value: Any, where: str) -> list[str]:
 
 
 def config_warnings(cfg: DictConfig) -> list[str]:
-    """Settings that are legal but almost certainly not what was meant, one line each."""
+    """Settings that are legal but almost certainly not what was meant, one line each (the trainer prints
+    them when a run starts)."""
     warnings = []
     trainer, scheduler = cfg.get("trainer"), cfg.get("scheduler")
     if isinstance(trainer, DictConfig) and isinstance(scheduler, DictConfig) and \

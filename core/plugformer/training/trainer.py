@@ -78,6 +78,8 @@ class Trainer:
         self.model, self.optimizer = strategy.prepare(self.model, self.optimizer, batch_size=t.batch_size,
                                                       grad_accum=t.grad_accum, grad_clip=t.grad_clip)
         self.objective = build(registries, "objective", cfg.objective, self.tokenizer)
+        if strategy.is_main:
+            self._warn(resume_from)
         self.step = self._restore(resume_from) if resume_from else 0
         self._metric_sums: dict[str, torch.Tensor] = {}  # objective metrics since the last log step
         self.run = RunInfo(run_dir, OmegaConf.to_container(cfg, resolve=True), t.max_steps, self.step,
@@ -213,12 +215,18 @@ class Trainer:
         self.strategy.barrier()
         self.host.hook.plugformer_checkpoint_saved(run=self.run, step=step, path=final)
 
-    def _restore(self, directory: Path) -> int:
-        if self.strategy.is_main and (directory / "config.yaml").is_file():
-            from plugformer.config.validate import resume_warnings
+    def _warn(self, resume_from: Path | None) -> None:
+        """One ``plugformer: warning:`` line per legal but suspicious setting (a warmup longer than the run, an
+        optimizer.lr the resumed checkpoint overrides)."""
+        from plugformer.config.validate import config_warnings, resume_warnings
 
-            for line in resume_warnings(OmegaConf.load(directory / "config.yaml"), self.cfg):
-                print(f"plugformer: warning: {line}", file=sys.stderr)
+        lines = config_warnings(self.cfg)
+        if resume_from is not None and (resume_from / "config.yaml").is_file():
+            lines += resume_warnings(OmegaConf.load(resume_from / "config.yaml"), self.cfg)
+        for line in lines:
+            print(f"plugformer: warning: {line}", file=sys.stderr)
+
+    def _restore(self, directory: Path) -> int:
         self.strategy.load(directory, self.model, self.optimizer)
         state = load_state(directory, "trainer_state")
         sched = state["scheduler"]
