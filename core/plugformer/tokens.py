@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from plugformer.errors import ConfigError
-from plugformer.interfaces import TextSource, Tokenizer
+from plugformer.interfaces import DocumentPart, TextSource, Tokenizer
 
 CACHE_FORMAT = 1
 BATCH_CHARS = 1 << 21  # encode about this many characters per encode_batch call
@@ -76,12 +76,15 @@ def _batches(docs: Iterable[str]) -> Iterator[list[str]]:
         yield batch
 
 
-def _flatten(encoded: list[list[int]], eos_id: int, dtype: np.dtype, vocab_size: int) -> np.ndarray:
-    """One array of the batch's ids with ``eos_id`` after every document; rejects out-of-range ids."""
+def _flatten(encoded: list[list[int]], eos_id: int, dtype: np.dtype, vocab_size: int,
+             parts: list[bool] | None = None) -> np.ndarray:
+    """One array of the batch's ids with ``eos_id`` after every document (not after a piece that the next
+    one continues, ``parts[i]`` True: a :class:`~plugformer.interfaces.DocumentPart`); rejects out-of-range ids."""
     flat: list[int] = []
-    for ids in encoded:
+    for i, ids in enumerate(encoded):
         flat.extend(ids)
-        flat.append(eos_id)
+        if not (parts and parts[i]):
+            flat.append(eos_id)
     arr = np.asarray(flat, dtype=np.int64)
     if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
         raise ValueError(f"tokenizer produced id {int(arr.max())} outside its vocab_size {vocab_size}")
@@ -109,6 +112,10 @@ def tokenize_to_cache(source: TextSource, tokenizer: Tokenizer, split: str, cach
                       *, progress: bool | None = None) -> np.ndarray:
     """The token ids of ``split`` as a read-only memmap, tokenizing only on the first call.
 
+    Documents stream through the tokenizer in batches of about :data:`BATCH_CHARS` characters and straight
+    to disk, so memory stays bounded whatever the corpus size (a source yields a long document in pieces,
+    :class:`~plugformer.interfaces.DocumentPart`); a progress bar counts characters on a terminal.
+
     The file is written to a temporary name in ``cache_dir`` and renamed into place once complete,
     so an interrupted run never leaves a partial file that a later run would trust. Concurrent
     writers (several ranks) are harmless: each renames an identical complete file.
@@ -128,9 +135,10 @@ def tokenize_to_cache(source: TextSource, tokenizer: Tokenizer, split: str, cach
     try:
         with os.fdopen(fd, "wb") as out, _progress_bar(progress, split) as bar:
             for batch in _batches(source.documents(split)):
-                arr = _flatten(tokenizer.encode_batch(batch), eos_id, dtype, vocab_size)
+                parts = [isinstance(doc, DocumentPart) for doc in batch]
+                arr = _flatten(tokenizer.encode_batch(batch), eos_id, dtype, vocab_size, parts)
                 arr.tofile(out)
-                n_docs += len(batch)
+                n_docs += len(batch) - sum(parts)
                 n_tokens += arr.size
                 bar.update(sum(len(d) for d in batch))
             out.flush()

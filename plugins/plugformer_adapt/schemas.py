@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from plugformer.config import bounded
+
 #: every Linear of plugformer's blocks: attention projections and the MLP (the lm_head is tied by default)
 DEFAULT_TARGETS = ["*.attn.qkv", "*.attn.proj_out", "*.mlp.proj_in", "*.mlp.proj_out"]
 BIAS_CHOICES = ("none", "all", "lora_only")
@@ -15,9 +17,9 @@ class LoraConfig:
     # glob patterns over module names (``plugformer plugins`` lists none; see docs/plugins.md), e.g.
     # ``["*.attn.qkv"]`` for attention only; each must match at least one Linear layer
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
-    r: int = 8  # rank of the update B A
-    alpha: float = 16.0  # scale: alpha / r (alpha / sqrt(r) with use_rslora)
-    dropout: float = 0.0  # dropout on the adapter's input
+    r: int = bounded(8, ge=1)  # rank of the update B A
+    alpha: float = bounded(16.0, gt=0)  # scale: alpha / r (alpha / sqrt(r) with use_rslora)
+    dropout: float = bounded(0.0, ge=0, lt=1)  # dropout on the adapter's input
     use_rslora: bool = False  # rank-stabilised scaling alpha / sqrt(r) (Kalajdzievski, 2023)
     use_dora: bool = False  # weight-decomposed LoRA: a learned magnitude per output (Liu et al., 2024)
     bias: str = "none"  # which biases train too: none | all | lora_only
@@ -38,6 +40,6 @@ class LoraConfig:
 class QLoraConfig(LoraConfig):
     """QLoRA (Dettmers et al., 2023): the base's target layers in 4-bit NF4 (bitsandbytes), LoRA on top."""
 
-    blocksize: int = 64  # weights per absmax scale
+    blocksize: int = bounded(64, ge=32, le=4096)  # weights per absmax scale
     double_quant: bool = True  # quantize the scales too (~0.37 bits per weight saved)
     compute_dtype: str = "float32"  # dtype the 4-bit weights are dequantized to: float32 | bfloat16 | float16

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
+from plugformer.config import bounded
+
 
 def check_window(window: int | None) -> int | None:
     """The validated ``window`` option: None (global attention) or a whole number of keys >= 1.
@@ -38,19 +40,19 @@ class AttentionFallback(str, Enum):
 class NaiveAttentionConfig(_Windowed):
     """The reference backend always computes scores and softmax in float32; only the window is set."""
 
-    window: Optional[int] = None  # sliding-window size in keys (itself included); None = global
+    window: Optional[int] = bounded(None, ge=1)  # sliding-window size in keys (itself included); None = global
 
 
 @dataclass
 class SdpaAttentionConfig(_Windowed):
     """PyTorch picks the fused kernel itself; a window is passed to it as an explicit mask."""
 
-    window: Optional[int] = None  # sliding-window size in keys (itself included); None = global
+    window: Optional[int] = bounded(None, ge=1)  # sliding-window size in keys (itself included); None = global
 
 
 @dataclass
 class XformersAttentionConfig(_Windowed):
     """xformers' memory-efficient kernels; ``fallback: sdpa`` runs torch SDPA where xformers cannot."""
 
-    window: Optional[int] = None  # sliding-window size in keys (itself included); None = global
+    window: Optional[int] = bounded(None, ge=1)  # sliding-window size in keys (itself included); None = global
     fallback: Optional[AttentionFallback] = None  # None: refuse to build when xformers is unavailable

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from plugformer.config import bounded
+
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -22,7 +24,7 @@ class LinearQuantConfig:
 class NF4Config(LinearQuantConfig):
     """bitsandbytes 4-bit NormalFloat: one absmax scale per ``blocksize`` weights."""
 
-    blocksize: int = 64
+    blocksize: int = bounded(64, ge=32, le=4096)  # a power of two
     double_quant: bool = True  # quantize the absmax scales too (8-bit, blocks of 256)
     compute_dtype: str = "float32"  # dequantized dtype of the matmul: float32 | bfloat16 | float16
 

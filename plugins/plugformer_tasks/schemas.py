@@ -2,6 +2,8 @@
 from dataclasses import dataclass
 from enum import Enum
 
+from plugformer.config import bounded
+
 
 class TaskFormat(str, Enum):
     """What each record holds."""
@@ -12,23 +14,23 @@ class TaskFormat(str, Enum):
 
 @dataclass
 class TaskConfig:
-    n_train: int = 2000  # training records (distinct problems)
-    n_val: int = 200  # held-out records (problems never in the train split)
-    val_fraction: float = 0.1  # share of the problem space reserved for held-out records
-    seed: int = 0  # which problems are drawn (the train/held-out partition does not depend on it)
+    n_train: int = bounded(2000, ge=1)  # training records (distinct problems)
+    n_val: int = bounded(200, ge=1)  # held-out records (problems never in the train split)
+    val_fraction: float = bounded(0.1, gt=0, lt=1)  # share of the problem space reserved for held-out records
+    seed: int = bounded(0, ge=0)  # which problems are drawn (the train/held-out partition does not depend on it)
     format: TaskFormat = TaskFormat.sft
 
 
 @dataclass
 class AdditionConfig(TaskConfig):
-    digits: int = 2  # operands are drawn from [0, 10**digits)
+    digits: int = bounded(2, ge=1, le=18)  # operands are drawn from [0, 10**digits)
     prompt: str = "{a}+{b}="  # how a problem is written ({a} and {b}: the operands)
 
 
 @dataclass
 class ReverseConfig(TaskConfig):
-    min_len: int = 3
-    max_len: int = 6
+    min_len: int = bounded(3, ge=1)
+    max_len: int = bounded(6, ge=1)
     alphabet: str = "abcdefghijklmnopqrstuvwxyz"
     prompt: str = "rev {text}="  # how a problem is written ({text}: the input string)
 

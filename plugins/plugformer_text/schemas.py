@@ -4,6 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from plugformer.config import bounded
+
+#: the largest vocabulary a trainable tokenizer may ask for (2^20; the largest published vocabularies are ~2^18):
+#: the tokenizers library aborts the process on absurd sizes, so they are refused at compose time
+MAX_VOCAB = 1 << 20
+
 # Directories of the standard library that are tests, tools or data tables rather than ordinary code.
 STDLIB_EXCLUDE = ["site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3",
                   "pydoc_data", "encodings", "__pycache__", "ensurepip"]
@@ -16,21 +22,24 @@ class ByteTokenizerConfig:
 
 @dataclass
 class BPETokenizerConfig:
-    vocab_size: int = 4096  # target vocabulary, including the 256 byte symbols and <|endoftext|>, <pad>, <mask>
-    min_frequency: int = 2  # a pair must occur this often to be merged
+    # target vocabulary, including the 256 byte symbols and <|endoftext|>, <pad>, <mask>
+    vocab_size: int = bounded(4096, ge=1, le=MAX_VOCAB)
+    min_frequency: int = bounded(2, ge=0)  # a pair must occur this often to be merged
 
 
 @dataclass
 class WordPieceTokenizerConfig:
-    vocab_size: int = 4096  # target vocabulary, including <|endoftext|>, <pad>, <mask>, <unk>
-    min_frequency: int = 2  # a pair must occur this often to be merged
+    # target vocabulary, including <|endoftext|>, <pad>, <mask>, <unk>
+    vocab_size: int = bounded(4096, ge=1, le=MAX_VOCAB)
+    min_frequency: int = bounded(2, ge=0)  # a pair must occur this often to be merged
     lowercase: bool = False  # fold case before splitting (BERT "uncased")
 
 
 @dataclass
 class UnigramTokenizerConfig:
-    vocab_size: int = 4096  # upper bound on all ids: pieces, 256 byte pieces, <unk>, <|endoftext|>, <pad>, <mask>
-    max_piece_length: int = 16  # longest piece (in characters) the trainer considers
+    # upper bound on all ids: pieces, 256 byte pieces, <unk>, <|endoftext|>, <pad>, <mask>
+    vocab_size: int = bounded(4096, ge=1, le=MAX_VOCAB)
+    max_piece_length: int = bounded(16, ge=1)  # longest piece (in characters) the trainer considers
 
 
 @dataclass
@@ -51,8 +60,8 @@ class SentencePieceTokenizerConfig:
 
 @dataclass
 class StdlibSourceConfig:
-    max_bytes: int = 4_000_000  # stop adding files (in sorted order) once this many bytes are taken
-    val_fraction: float = 0.05  # share of files held out for validation (chosen by a hash of the path)
+    max_bytes: int = bounded(4_000_000, ge=1)  # stop adding files (in sorted order) once this many bytes are taken
+    val_fraction: float = bounded(0.05, ge=0, lt=1)  # share of files held out for validation (by a hash of the path)
     exclude: list[str] = field(default_factory=lambda: list(STDLIB_EXCLUDE))  # directory names skipped
 
 
@@ -60,4 +69,4 @@ class StdlibSourceConfig:
 class TextFileSourceConfig:
     path: str = "???"  # a .txt/.jsonl file or a directory of them (required)
     text_field: str = "text"  # the field of each .jsonl record that holds the document
-    val_fraction: float = 0.05  # share of documents held out for validation (chosen by a stable hash)
+    val_fraction: float = bounded(0.05, ge=0, lt=1)  # share of documents held out for validation (by a stable hash)

@@ -35,8 +35,17 @@ def _score(key: str) -> float:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The records of a JSONL file, each checked to be one of the three record kinds."""
     out = []
-    with path.open("r", encoding="utf-8-sig") as fh:
-        for n, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        offset = 0
+        for n, raw in enumerate(fh, start=1):
+            start, offset = offset, offset + len(raw)
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark
+                raw, start = raw[3:], start + 3
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"{path}:{n}: not valid UTF-8: byte 0x{raw[exc.start]:02x} at offset "
+                                  f"{start + exc.start} (convert the file to UTF-8)") from None
             if not line.strip():
                 continue
             try:

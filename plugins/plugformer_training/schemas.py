@@ -3,6 +3,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import List, Optional
 
+from plugformer.config import bounded
+
 
 class ParamKind(str, Enum):
     """Parameter kinds an optimizer's ``no_decay`` list can exempt from weight decay."""
@@ -25,102 +27,103 @@ def _default_no_decay() -> List[ParamKind]:
 
 @dataclass
 class CLMConfig:
-    label_smoothing: float = 0.0
+    label_smoothing: float = bounded(0.0, ge=0, le=1)
 
 
 @dataclass
 class AdamWConfig:
-    lr: float = 1e-3
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
-    eps: float = 1e-8
-    weight_decay: float = 0.1  # decoupled (AdamW)
+    lr: float = bounded(1e-3, gt=0)
+    betas: List[float] = bounded(default_factory=lambda: [0.9, 0.95], ge=0, lt=1)
+    eps: float = bounded(1e-8, ge=0)
+    weight_decay: float = bounded(0.1, ge=0)  # decoupled (AdamW)
     fused: Optional[bool] = None  # None: use the fused kernel when torch offers it for the device
     no_decay: List[ParamKind] = field(default_factory=_default_no_decay)  # kinds with weight_decay 0
 
 
 @dataclass
 class AdamConfig:
-    lr: float = 1e-3
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 0.0  # L2 penalty added to the gradient (not decoupled: use adamw for that)
+    lr: float = bounded(1e-3, gt=0)
+    betas: List[float] = bounded(default_factory=lambda: [0.9, 0.999], ge=0, lt=1)
+    eps: float = bounded(1e-8, ge=0)
+    weight_decay: float = bounded(0.0, ge=0)  # L2 penalty added to the gradient (not decoupled: use adamw for that)
     fused: Optional[bool] = None  # None: use the fused kernel when torch offers it for the device
     no_decay: List[ParamKind] = field(default_factory=_default_no_decay)
 
 
 @dataclass
 class SGDConfig:
-    lr: float = 0.1
-    momentum: float = 0.9
+    lr: float = bounded(0.1, gt=0)
+    momentum: float = bounded(0.9, ge=0)
     nesterov: bool = False  # needs momentum > 0
-    weight_decay: float = 0.0
+    weight_decay: float = bounded(0.0, ge=0)
     no_decay: List[ParamKind] = field(default_factory=_default_no_decay)
 
 
 @dataclass
 class AdafactorConfig:
-    lr: float = 1e-2
-    beta2_decay: float = -0.8  # second-moment decay: β2 at step t = 1 - t^beta2_decay
-    eps: List[Optional[float]] = field(default_factory=lambda: [None, 1e-3])  # [ε1 (None: dtype eps), ε2]
-    d: float = 1.0  # update clipping threshold
-    weight_decay: float = 0.0  # decoupled
+    lr: float = bounded(1e-2, gt=0)
+    beta2_decay: float = bounded(-0.8, le=0)  # second-moment decay: β2 at step t = 1 - t^beta2_decay
+    eps: List[Optional[float]] = bounded(default_factory=lambda: [None, 1e-3], ge=0)  # [ε1 (None: dtype eps), ε2]
+    d: float = bounded(1.0, ge=1)  # update clipping threshold
+    weight_decay: float = bounded(0.0, ge=0)  # decoupled
     no_decay: List[ParamKind] = field(default_factory=_default_no_decay)
 
 
 @dataclass
 class CosineConfig:
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.1
+    warmup_steps: int = bounded(20, ge=0)
+    min_lr_ratio: float = bounded(0.1, ge=0, le=1)
 
 
 @dataclass
 class LinearConfig:
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.0
+    warmup_steps: int = bounded(20, ge=0)
+    min_lr_ratio: float = bounded(0.0, ge=0, le=1)
 
 
 @dataclass
 class WSDConfig:
-    warmup_steps: int = 20
-    decay_fraction: float = 0.2  # the last decay_fraction × max_steps steps decay
-    min_lr_ratio: float = 0.0
+    warmup_steps: int = bounded(20, ge=0)
+    decay_fraction: float = bounded(0.2, ge=0, le=1)  # the last decay_fraction × max_steps steps decay
+    min_lr_ratio: float = bounded(0.0, ge=0, le=1)
     decay_shape: DecayShape = DecayShape.linear
 
 
 @dataclass
 class ConstantConfig:
-    warmup_steps: int = 0
+    warmup_steps: int = bounded(0, ge=0)
 
 
 @dataclass
 class MLMConfig:
-    mask_fraction: float = 0.15  # share of positions selected for prediction
-    replace_mask: float = 0.8  # of the selected: replaced by <mask> ...
-    replace_random: float = 0.1  # ... by a random token (the rest stay unchanged)
-    eval_seed: int = 1234  # fixed masks for evaluation, so validation numbers are comparable
+    mask_fraction: float = bounded(0.15, gt=0, le=1)  # share of positions selected for prediction
+    replace_mask: float = bounded(0.8, ge=0, le=1)  # of the selected: replaced by <mask> ...
+    replace_random: float = bounded(0.1, ge=0, le=1)  # ... by a random token (the rest stay unchanged)
+    eval_seed: int = bounded(1234, ge=0)  # fixed masks for evaluation, so validation numbers are comparable
 
 
 @dataclass
 class SFTConfig:
-    label_smoothing: float = 0.0
+    label_smoothing: float = bounded(0.0, ge=0, le=1)
 
 
 @dataclass
 class DistillConfig:
     teacher: str = "???"  # a plugformer checkpoint directory (same tokenizer as the student)
-    temperature: float = 2.0  # softens both distributions; the KL term is scaled by temperature²
-    alpha: float = 1.0  # loss = alpha · KL(teacher ‖ student) + (1 - alpha) · cross-entropy on the targets
+    temperature: float = bounded(2.0, gt=0)  # softens both distributions; the KL term is scaled by temperature²
+    # loss = alpha · KL(teacher ‖ student) + (1 - alpha) · cross-entropy on the targets
+    alpha: float = bounded(1.0, ge=0, le=1)
 
 
 @dataclass
 class DPOConfig:
-    beta: float = 0.1  # strength of the implicit KL constraint to the reference model
+    beta: float = bounded(0.1, gt=0)  # strength of the implicit KL constraint to the reference model
     reference: Optional[str] = None  # checkpoint directory; None: a frozen copy of the policy at its first step
-    label_smoothing: float = 0.0  # conservative DPO: assumed share of flipped preference labels
+    label_smoothing: float = bounded(0.0, ge=0, lt=0.5)  # conservative DPO: assumed share of flipped preference labels
 
 
 @dataclass
 class JsonlRecordsConfig:
     path: str = "???"  # records: {"prompt","response"} | {"messages":[...]} | {"prompt","chosen","rejected"}
     val_path: Optional[str] = None  # held-out records file; None: hold out val_fraction of the prompts
-    val_fraction: float = 0.1
+    val_fraction: float = bounded(0.1, ge=0, lt=1)

@@ -105,10 +105,14 @@ def test_complete_returns_decoded_text(make_generator):
     assert isinstance(text, str) and text == gen.tokenizer.decode(ids)
 
 
-def test_long_prompt_keeps_its_tail_within_the_context(make_generator):
+def test_long_prompt_is_refused_naming_both_numbers_unless_cropping_is_asked_for(make_generator):
+    from plugformer.errors import ConfigError
+
     gen = make_generator()
     long_prompt = list(range(32, 127)) * 2  # longer than max_seq_len=48
-    out = gen.generate_ids(long_prompt, Sampling(max_new_tokens=8, temperature=0))
+    with pytest.raises(ConfigError, match=r"prompt is 190 tokens.*max_new_tokens=8.*context of 48"):
+        gen.generate_ids(long_prompt, Sampling(max_new_tokens=8, temperature=0))
+    out = gen.generate_ids(long_prompt, Sampling(max_new_tokens=8, temperature=0), crop_prompt=True)
     tail = long_prompt[-(48 - 8):]
     assert out == gen.generate_ids(tail, Sampling(max_new_tokens=8, temperature=0))
 
@@ -155,7 +159,7 @@ def test_output_for_a_fixed_seed_is_the_recorded_one(make_generator, position, a
 def test_recorded_long_prompt_and_empty_prompt(make_generator):
     gen = make_generator()
     prompt = list(b"for (int i = 0; i < n; ++i) { sum += a[i] * b[i]; }")  # cut to its tail, then stops at eos
-    assert gen.generate_ids(prompt, Sampling(max_new_tokens=20, temperature=0.7, seed=4)) == [243, 27, 15]
+    assert gen.generate_ids(prompt, Sampling(max_new_tokens=20, temperature=0.7, seed=4), crop_prompt=True) == [243, 27, 15]
     assert gen.generate_ids([], Sampling(max_new_tokens=10, temperature=0)) == [109, 97] + [248] * 8
 
 

@@ -48,7 +48,7 @@ def describe(exc: Exception, overrides: list[str], registries: Registries, keys_
         keys = keys_of(path) or []
         where = f"'{parent}'" if parent else "the top level"
         return (f"unknown config key '{path}'{did_you_mean(leaf, keys)}; keys of {where}: "
-                f"{', '.join(keys) or 'none'} (use +{path}=... only to add a new key on purpose)")
+                f"{', '.join(keys) or 'none'}")
     merge = re.search(r"Error merging override (\S+)", message)
     if merge:
         return f"bad value in '{merge.group(1)}': {_first_line(_root_cause(exc))}"

@@ -98,6 +98,7 @@ def compose_checked(config_name: str, overrides: list[str], host: PluginHost) ->
     from omegaconf import OmegaConf
 
     from plugformer.cli.compose_errors import describe
+    from plugformer.config.validate import check_composed
 
     job = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE, job_name=config_name):
@@ -107,6 +108,7 @@ def compose_checked(config_name: str, overrides: list[str], host: PluginHost) ->
             if missing:
                 raise PlugformerError(f"missing required config value(s): {', '.join(missing)} "
                                       f"(set them as {missing[0]}=...)")
+            check_composed(cfg, config_name, host.registries)  # unknown keys, _target_, ranges
             return cfg
         except PlugformerError:
             raise
@@ -177,7 +179,7 @@ def run_hydra(command: str, args: list[str], task: Callable[[Any, PluginHost], A
         if status is not None:
             return status
     failures: list[str] = []
-    error: list[PlugformerError] = []
+    error: list[PlugformerError | OSError] = []
 
     @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=command, version_base=VERSION_BASE)
     def _job(cfg: Any) -> Any:
@@ -186,7 +188,7 @@ def run_hydra(command: str, args: list[str], task: Callable[[Any, PluginHost], A
         output_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
             result = task(cfg, prepare())
-        except PlugformerError as exc:
+        except (PlugformerError, OSError) as exc:
             if multirun_job:
                 sweep.write_failure(output_dir, str(exc))
                 failures.append(f"{HydraConfig.get().job.override_dirname}: {exc}")
@@ -201,12 +203,19 @@ def run_hydra(command: str, args: list[str], task: Callable[[Any, PluginHost], A
     if multirun:
         excludes = ",".join(dirname_excludes)
         extra = [*extra, f"hydra.job.config.override_dirname.exclude_keys=[{excludes}]"]
-    saved = sys.argv
+    saved, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = [f"plugformer-{command}", *args, *extra]
+    # Hydra re-raises what fails around a job (an unwritable run directory) instead of printing a traceback
+    # and exiting: plugformer's main turns it into one line
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _job()
     finally:
         sys.argv = saved
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
         sweep.set_active_plan(None)
     if error:
         raise error[0]

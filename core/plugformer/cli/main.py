@@ -112,10 +112,47 @@ def usage() -> str:
     return USAGE_HEAD + "\n".join(lines) + "\n" + USAGE_TAIL
 
 
+#: exit status after the reader of our output went away (``plugformer plugins | head -1``): 128 + SIGPIPE
+EXIT_BROKEN_PIPE = 141
+#: exit status of an operating-system failure (unwritable or impossible path, full disk, read-only file system)
+EXIT_OS_ERROR = 1
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an operating-system failure: the path(s), what the system said, and its errno name."""
+    import errno
+
+    what = exc.strerror or str(exc)
+    code = f" [{errno.errorcode[exc.errno]}]" if exc.errno in errno.errorcode else ""
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {what}{code}" if paths else f"{what}{code}"
+
+
+def check_utf8_arguments(argv: list[str]) -> None:
+    """Refuse an argument holding bytes that are not UTF-8 (Python keeps them as lone surrogates, which would
+    fail later, deep in a tokenizer or a YAML writer), naming the byte and its offset."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raw = arg.encode("utf-8", "surrogateescape")
+            offset = len(arg[:exc.start].encode("utf-8", "surrogateescape"))
+            raise PlugformerError(f"argument {raw!r} is not valid UTF-8 (byte 0x{raw[offset]:02x} at offset "
+                                  f"{offset}); pass text in UTF-8") from None
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout is gone: point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``plugformer`` console script; returns the exit status."""
+    """Entry point of the ``plugformer`` console script; returns the exit status. A user error is one line and
+    status 2; an operating-system failure one line naming the path and status 1; a closed pipe is quiet."""
     argv = sys.argv[1:] if argv is None else argv
     try:
+        check_utf8_arguments(argv)
         rest = _global_options(argv)
         if not rest or rest[0] in ("-h", "--help", "help"):
             print(usage(), end="")
@@ -124,10 +161,18 @@ def main(argv: list[str] | None = None) -> int:
         if command not in COMMANDS:
             raise PlugformerError(f"unknown command '{command}'{did_you_mean(command, COMMANDS)}; "
                                   f"commands: {', '.join(COMMANDS)}")
-        return _command(command)(args)
+        status = _command(command)(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's shutdown
+        return status
     except PlugformerError as exc:
         print(f"plugformer: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        print(f"plugformer: error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_OS_ERROR
     except KeyboardInterrupt:
         print("plugformer: interrupted", file=sys.stderr)
         return 130

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from omegaconf import MISSING
 
 from plugformer.families import CONFIG_GROUPS
+from plugformer.config.ranges import bounded
 
 SCHEMA_VERSION = 1
 
@@ -32,15 +33,15 @@ class OnNonFinite(str, Enum):
 class ModelConfig:
     """Sizes of the transformer; the vocabulary size comes from the tokenizer."""
 
-    n_layers: int = 4
-    d_model: int = 256
-    n_heads: int = 4
-    n_kv_heads: Optional[int] = None  # None: same as n_heads; fewer: grouped-query attention
-    max_seq_len: Optional[int] = None  # None: data.seq_len
-    dropout: float = 0.0
+    n_layers: int = bounded(4, ge=1)
+    d_model: int = bounded(256, ge=1)
+    n_heads: int = bounded(4, ge=1)
+    n_kv_heads: Optional[int] = bounded(None, ge=1)  # None: same as n_heads; fewer: grouped-query attention
+    max_seq_len: Optional[int] = bounded(None, ge=1)  # None: data.seq_len
+    dropout: float = bounded(0.0, ge=0, lt=1)
     bias: bool = True
     tie_embeddings: bool = True
-    init_std: float = 0.02
+    init_std: float = bounded(0.02, ge=0)
     # per-layer layouts: each item maps attention/norm/mlp to options merged onto that group's node
     # (or, with a different ``name``, a different implementation). ``layer_pattern`` repeats over the
     # layers (e.g. alternate local and global attention); ``layer_overrides`` targets layers by index
@@ -54,15 +55,15 @@ class ModelConfig:
 class TrainerConfig:
     """The training loop. ``batch_size`` is the global batch (split across data-parallel ranks)."""
 
-    max_steps: int = 200
-    batch_size: int = 16
-    grad_accum: int = 1
-    grad_clip: float = 1.0  # 0 disables clipping
-    log_every: int = 10
-    eval_every: int = 100  # 0: evaluate only at the end
-    eval_batches: int = 4
-    save_every: int = 100  # 0: save only at the end
-    keep_last: int = 2
+    max_steps: int = bounded(200, ge=1)
+    batch_size: int = bounded(16, ge=1)
+    grad_accum: int = bounded(1, ge=1)
+    grad_clip: float = bounded(1.0, ge=0)  # 0 disables clipping
+    log_every: int = bounded(10, ge=1)
+    eval_every: int = bounded(100, ge=0)  # 0: evaluate only at the end
+    eval_batches: int = bounded(4, ge=1)
+    save_every: int = bounded(100, ge=0)  # 0: save only at the end
+    keep_last: int = bounded(2, ge=0)  # 0 keeps every checkpoint
     callbacks: list[str] = field(default_factory=lambda: ["progress", "metrics"])
     # recompute transformer blocks' activations in backward (less memory, ~1/3 more compute): true (every
     # block), false, N (every N-th block: 0, N, 2N, ...) or a list of block indices
@@ -76,14 +77,14 @@ class LauncherConfig:
     """``launcher.nproc=N``: the CLI starts N ranks on this machine itself (torch's elastic agent,
     standalone rendezvous), so a one-machine distributed run needs no torchrun. Consumed by the CLI."""
 
-    nproc: int = 1
+    nproc: int = bounded(1, ge=1)
 
 
 @dataclass
 class TrainConfig:
     """``plugformer train``: every component group plus the model, trainer and run switches."""
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = bounded(SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
     tokenizer: Any = MISSING
     attention: Any = MISSING
     position: Any = MISSING
@@ -100,10 +101,10 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     precision: Precision = Precision.fp32
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
     resume: bool = False
     overwrite: bool = False  # replace a previous run in the run directory (otherwise: resume=true or refused)
-    threads: Optional[int] = None  # torch intra-op threads; None: torch's default
+    threads: Optional[int] = bounded(None, ge=1)  # torch intra-op threads; None: torch's default
     compile: bool = False  # torch.compile each transformer block
     compile_backend: str = "inductor"  # torch.compile backend (inductor | aot_eager | eager | ...)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
@@ -118,14 +119,14 @@ class GenerateConfig:
     # spelled ``adapter=DIR``: ``adapter`` is also a config group of train, so the CLI renames it.
     adapter_dir: Optional[str] = None
     prompt: str = ""
-    max_new_tokens: int = 64
-    temperature: float = 0.8  # 0: greedy
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
-    seed: int = 0
+    max_new_tokens: int = bounded(64, ge=1)  # prompt + new tokens must fit the model's context
+    temperature: float = bounded(0.8, ge=0)  # 0: greedy
+    top_k: Optional[int] = bounded(None, ge=0)  # None or 0: no top-k filter
+    top_p: Optional[float] = bounded(None, gt=0, le=1)  # None or 1: no nucleus filter
+    seed: int = bounded(0, ge=0)
     device: str = "auto"
     precision: Precision = Precision.fp32
-    num_samples: int = 1
+    num_samples: int = bounded(1, ge=1)
 
 
 @dataclass
@@ -146,7 +147,7 @@ class FinetuneConfig:
     (sft, distill, dpo, ...), fully or through an ``adapter``; exact match on the held-out split
     before and after."""
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = bounded(SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
     checkpoint: str = MISSING  # the plugformer checkpoint to start from (model + tokenizer)
     objective: Any = MISSING
     optimizer: Any = MISSING
@@ -158,12 +159,12 @@ class FinetuneConfig:
     template: ChatTemplateConfig = field(default_factory=ChatTemplateConfig)
     packing: bool = False  # pack several records per row (attention is not reset between them)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    eval_examples: int = 200  # held-out records scored by exact match (greedy decoding)
-    max_new_tokens: int = 32  # longest greedy completion when scoring
+    eval_examples: int = bounded(200, ge=0)  # held-out records scored by exact match (greedy decoding)
+    max_new_tokens: int = bounded(32, ge=1)  # longest greedy completion when scoring
     keep_sparsity: bool = True  # a pruned checkpoint's zero weights stay zero (their gradients are masked)
     precision: Precision = Precision.fp32
     device: str = "auto"
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
     resume: bool = False
     overwrite: bool = False  # replace a previous run in the run directory (otherwise: resume=true or refused)
-    threads: Optional[int] = None
+    threads: Optional[int] = bounded(None, ge=1)

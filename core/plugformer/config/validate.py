@@ -1,22 +1,167 @@
-"""Checks a composed config before any heavy work: names resolve, parameters bind, the combination and
-the device fit. Every problem found is reported at once, on one line."""
+"""Checks a composed config before any heavy work: every key is one its schema declares and every number is in
+its declared range, names resolve, parameters bind, the combination and the device fit. Every problem found is
+reported at once, on one line."""
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from plugformer.build import component_config
-from plugformer.config.schema import COMPONENT_GROUPS
+from plugformer.config.ranges import field_range
+from plugformer.config.schema import COMPONENT_GROUPS, FinetuneConfig, GenerateConfig, TrainConfig
 from plugformer.errors import ConfigError, PlugformerError, UnknownComponentError, unknown_components
 from plugformer.interfaces.parallel import resolve_device
 from plugformer.registry import Entry, Registries
 
 
+#: the schema of each top-level config (``conf/<name>.yaml``) whose keys and ranges compose-time checks enforce
+CONFIG_SCHEMAS: dict[str, type] = {"train": TrainConfig, "validate": TrainConfig, "generate": GenerateConfig,
+                                   "finetune": FinetuneConfig}
+TARGET_KEY = "_target_"
+
+
+def check_composed(cfg: DictConfig, config_name: str, registries: Registries) -> None:
+    """Refuse, in one line, keys no schema declares (``+model.extra=1``), ``_target_`` anywhere and numbers out
+    of their declared range, for the top-level config ``config_name`` (see :data:`CONFIG_SCHEMAS`; other
+    names are only searched for ``_target_``). Every composition of a command goes through here."""
+    schema = CONFIG_SCHEMAS.get(config_name)
+    problems = schema_problems(cfg, schema, registries) if schema is not None else _target_problems(cfg, "")
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def schema_problems(node: DictConfig, schema: type, registries: Registries, path: str = "") -> list[str]:
+    """Every key of ``node`` not declared by ``schema`` (a dataclass), every ``_target_`` and every number
+    outside its field's declared range, recursively: nested dataclasses, and each component group's node
+    against the schema of the entry it names (a name that does not resolve is reported by validation)."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    problems: list[str] = []
+    for key in node.keys():
+        where = f"{path}.{key}" if path else str(key)
+        if key == TARGET_KEY:
+            problems.append(_target_message(where))
+        elif key not in fields:
+            problems.append(f"unknown config key '{where}' (keys of {f'{path!r}' if path else 'the top level'}: "
+                            f"{', '.join(fields)}); plugformer accepts only the keys its schemas declare")
+    for name, f in fields.items():
+        if name not in node:
+            continue
+        where = f"{path}.{name}" if path else name
+        value = node._get_node(name)
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, DictConfig):
+            problems += schema_problems(value, hint, registries, where)
+        elif path == "" and name in COMPONENT_GROUPS and isinstance(value, DictConfig):
+            problems += _component_problems(value, name, registries, where)
+        elif field_range(f) is not None:
+            problem = field_range(f).problem(where, _plain(node[name]))
+            problems += [problem] if problem else []
+        else:
+            problems += _target_problems(value, where)
+    if path == "" and schema is TrainConfig and isinstance(node.get("model"), DictConfig):
+        problems += _layer_problems(node, registries)
+    return problems
+
+
+def _component_problems(node: DictConfig, family: str, registries: Registries, where: str) -> list[str]:
+    from plugformer.config.store import node_class
+
+    try:
+        entry = registries[family].get(node.get("name"))
+    except PlugformerError:
+        return _target_problems(node, where)  # validation names the unknown component with its choices
+    return schema_problems(node, node_class(entry), registries, where)
+
+
+def _layer_problems(cfg: DictConfig, registries: Registries) -> list[str]:
+    """Ranges of the per-layer options in ``model.layer_pattern``/``model.layer_overrides``, against the
+    schema of the implementation each item runs (its own ``name`` or its group's); their keys and shapes are
+    checked by validation."""
+    from plugformer.config.store import node_class
+
+    problems: list[str] = []
+    pattern, overrides = cfg.model.get("layer_pattern"), cfg.model.get("layer_overrides")
+    items = [(f"model.layer_pattern[{i}]", item) for i, item in enumerate(pattern)] \
+        if isinstance(pattern, ListConfig) else []
+    items += [(f"model.layer_overrides.{k}", item) for k, item in overrides.items()] \
+        if isinstance(overrides, DictConfig) else []
+    for where, item in items:
+        if not isinstance(item, DictConfig):
+            continue
+        for family, options in item.items():
+            if family not in registries.families() or not isinstance(options, DictConfig) or \
+                    not isinstance(cfg.get(family), DictConfig):
+                continue
+            try:
+                entry = registries[family].get(options.get("name") or cfg[family].get("name"))
+            except PlugformerError:
+                continue
+            declared = {f.name: field_range(f) for f in dataclasses.fields(node_class(entry))}
+            for key in options:
+                if declared.get(key) is not None:
+                    problem = declared[key].problem(f"{where}.{family}.{key}", _plain(options[key]))
+                    problems += [problem] if problem else []
+    return problems
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+def _target_message(where: str) -> str:
+    return (f"'{where}' is not allowed: plugformer never instantiates classes from a config; choose components "
+            "by registry name (`plugformer plugins`)")
+
+
+def _target_problems(value: Any, where: str) -> list[str]:
+    """A ``_target_`` key anywhere under ``value`` (a free-form node such as ``model.layer_pattern``)."""
+    if isinstance(value, DictConfig):
+        return [p for key in value.keys() for p in (
+            [_target_message(f"{where}.{key}" if where else str(key))] if key == TARGET_KEY else
+            _target_problems(value._get_node(key), f"{where}.{key}" if where else str(key)))]
+    if isinstance(value, ListConfig):
+        return [p for i in range(len(value)) for p in _target_problems(value._get_node(i), f"{where}[{i}]")]
+    return []
+
+
+def config_warnings(cfg: DictConfig) -> list[str]:
+    """Settings that are legal but almost certainly not what was meant, one line each (the trainer prints
+    them when a run starts)."""
+    warnings = []
+    trainer, scheduler = cfg.get("trainer"), cfg.get("scheduler")
+    if isinstance(trainer, DictConfig) and isinstance(scheduler, DictConfig) and \
+            isinstance(scheduler.get("warmup_steps"), int) and scheduler.warmup_steps > trainer.max_steps:
+        warnings.append(f"scheduler.warmup_steps={scheduler.warmup_steps} is longer than the run "
+                        f"(trainer.max_steps={trainer.max_steps}): the learning rate never reaches optimizer.lr")
+    return warnings
+
+
+#: settings a resumed run takes from its checkpoint (optimizer and scheduler state), not from the command line
+RESUMED_FROM_CHECKPOINT = ("optimizer.lr",)
+
+
+def resume_warnings(saved: DictConfig, cfg: DictConfig) -> list[str]:
+    """One line per setting changed for a resumed run that the checkpoint's state overrides (``saved``: the
+    checkpoint's config), so a changed ``optimizer.lr`` is not silently ignored."""
+    lines = []
+    for key in RESUMED_FROM_CHECKPOINT:
+        before, now = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
+        same_component = OmegaConf.select(saved, key.split(".")[0] + ".name") == OmegaConf.select(
+            cfg, key.split(".")[0] + ".name")
+        if before is not None and now is not None and same_component and before != now:
+            lines.append(f"{key}={now} is ignored on resume=true: the run continues from the checkpoint's "
+                         f"optimizer and schedule state ({key}={before}); start a new run to change it")
+    return lines
+
+
 def validate_train(cfg: DictConfig, registries: Registries) -> dict[str, Entry]:
     """Validate a ``train`` config; return the resolved entry of each component group."""
-    problems: list[str] = []
+    problems: list[str] = schema_problems(cfg, TrainConfig, registries)  # keys and ranges
     unknown: list[UnknownComponentError] = []  # every unknown name is reported, all at once
     entries: dict[str, Entry] = {}
     for family in COMPONENT_GROUPS:
@@ -84,18 +229,15 @@ def effective_entry(registries: Registries, family: str, node: Any) -> tuple[Ent
 
 
 def _check_model(cfg: DictConfig) -> list[str]:
+    """Shapes that must agree across fields (each field's own range is checked by :func:`schema_problems`)."""
     m, problems = cfg.model, []
-    if m.d_model % m.n_heads:
+    if m.n_heads >= 1 and m.d_model % m.n_heads:
         problems.append(f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}")
     kv = m.n_kv_heads or m.n_heads
-    if m.n_heads % kv:
+    if kv >= 1 and m.n_heads % kv:
         problems.append(f"model.n_heads={m.n_heads} is not divisible by model.n_kv_heads={kv}")
     if m.max_seq_len is not None and m.max_seq_len < cfg.data.seq_len:
         problems.append(f"data.seq_len={cfg.data.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
-    t = cfg.trainer
-    for key in ("max_steps", "batch_size", "grad_accum", "log_every"):
-        if t[key] < 1:
-            problems.append(f"trainer.{key}={t[key]} must be >= 1")
     return problems
 
 

@@ -43,15 +43,22 @@ def context_length(model: nn.Module) -> int | None:
     return None
 
 
-def fit_prompt(prompt: Sequence[int], max_new_tokens: int, limit: int | None, eos_id: int | None) -> list[int]:
+def fit_prompt(prompt: Sequence[int], max_new_tokens: int, limit: int | None, eos_id: int | None,
+               crop: bool = False) -> list[int]:
     """``prompt`` ready to decode: an empty prompt becomes ``[eos_id]`` (a document boundary, as in the
-    training data), and a prompt too long to leave room for ``max_new_tokens`` keeps its tail."""
+    training data). A prompt too long to leave room for ``max_new_tokens`` is refused naming both numbers
+    (a :class:`~plugformer.errors.ConfigError`), or keeps its tail when ``crop`` (callers that score
+    fixed-format prompts, such as the held-out exact match, ask for that explicitly)."""
+    from plugformer.config.ranges import check_prompt_fits
+
     ids = list(prompt)
     if not ids:
         if eos_id is None:
             raise ValueError("an empty prompt needs an eos_id to start from")
         ids = [eos_id]
     if limit is not None and len(ids) + max_new_tokens > limit:
+        if not crop:
+            check_prompt_fits(len(ids), max_new_tokens, limit)
         ids = ids[-max(1, limit - max_new_tokens):]
     return ids
 
@@ -59,7 +66,7 @@ def fit_prompt(prompt: Sequence[int], max_new_tokens: int, limit: int | None, eo
 @torch.no_grad()
 def generate(model: nn.Module, prompts: Sequence[Sequence[int]], sampling: Sampling | Sequence[Sampling], *,
              eos_id: int | None, precision: Any = "fp32", use_cache: bool = True,
-             device: torch.device | None = None) -> list[Completion]:
+             device: torch.device | None = None, crop_prompts: bool = False) -> list[Completion]:
     """Continue each of ``prompts`` (token ids) with ``model``; one :class:`Completion` per prompt, in order.
 
     ``sampling`` is one :class:`Sampling` for every prompt or one per prompt. Decoding of a prompt stops
@@ -77,16 +84,16 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], sampling: Sampl
     was_training = model.training
     model.eval()
     try:
-        return [_one(model, prompt, request, eos_id, precision, use_cache, device)
+        return [_one(model, prompt, request, eos_id, precision, use_cache, device, crop_prompts)
                 for prompt, request in zip(prompts, requests)]
     finally:
         model.train(was_training)
 
 
 def _one(model: nn.Module, prompt: Sequence[int], sampling: Sampling, eos_id: int | None, precision: Any,
-         use_cache: bool, device: torch.device) -> Completion:
+         use_cache: bool, device: torch.device, crop: bool) -> Completion:
     limit = context_length(model)
-    ids = fit_prompt(prompt, sampling.max_new_tokens, limit, eos_id)
+    ids = fit_prompt(prompt, sampling.max_new_tokens, limit, eos_id, crop)
     rng = seeded_generator(sampling, device)
     cached = use_cache and hasattr(model, "new_cache") and limit is not None
     cache = model.new_cache(1, limit) if cached else None

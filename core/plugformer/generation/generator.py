@@ -30,15 +30,17 @@ class Generator:
         return cls(loaded.model, loaded.tokenizer, loaded.device, precision)
 
     def generate(self, prompts: list[list[int]], sampling: Sampling | list[Sampling],
-                 use_cache: bool = True) -> list[Completion]:
+                 use_cache: bool = True, crop_prompts: bool = False) -> list[Completion]:
         """Completions of token prompts (see :func:`plugformer.generation.generate`)."""
         return generate(self.model, prompts, sampling, eos_id=self.tokenizer.eos_id, precision=self.precision,
-                        use_cache=use_cache, device=self.device)
+                        use_cache=use_cache, device=self.device, crop_prompts=crop_prompts)
 
-    def generate_ids(self, prompt: list[int], sampling: Sampling, use_cache: bool = True) -> list[int]:
+    def generate_ids(self, prompt: list[int], sampling: Sampling, use_cache: bool = True,
+                     crop_prompt: bool = False) -> list[int]:
         """The new ids continuing one token prompt; stops after ``max_new_tokens``, at the end-of-document
-        id (left out) or when the context is full (a long prompt keeps its tail)."""
-        return self.generate([prompt], sampling, use_cache)[0].tokens
+        id (left out) or when the context is full. A prompt that leaves no room for ``max_new_tokens`` is
+        refused naming both numbers, or keeps its tail with ``crop_prompt``."""
+        return self.generate([prompt], sampling, use_cache, crop_prompt)[0].tokens
 
     def complete(self, prompt: str, **sampling: Any) -> str:
         """The generated continuation of ``prompt`` as text; keyword arguments are :class:`Sampling`'s."""

@@ -5,7 +5,7 @@ the docstrings here are the complete contract: construction, shapes, dtypes, pro
 """
 from plugformer.interfaces.attention import Attention, DecodeCache, KVCache, causal_mask
 from plugformer.interfaces.callback import CallbackFactory
-from plugformer.interfaces.data import SPLITS, Batch, Batches, TextSource
+from plugformer.interfaces.data import SPLITS, Batch, Batches, DocumentPart, TextSource
 from plugformer.interfaces.dims import ModelDims
 from plugformer.interfaces.layers import MLPFactory, NormFactory
 from plugformer.interfaces.objective import (
@@ -32,6 +32,6 @@ __all__ = [
     "NO_DECAY_KINDS", "SPLITS", "Adapter", "Attention", "Batch", "Batches", "CallbackFactory", "DecodeCache", "KVCache",
     "MLPFactory", "ModelDims", "ModelTransform", "NormFactory", "Objective", "ObjectiveOutput", "OptimizerFactory",
     "ParallelStrategy", "PositionEncoding", "Positions", "PreferenceBatch", "Quantizer", "SchedulerFactory", "Server", "Stage",
-    "SupervisedBatch", "TextSource",
+    "SupervisedBatch", "TextSource", "DocumentPart",
     "Tokenizer", "causal_mask", "check_no_decay", "param_groups", "param_kinds", "resolve_device",
 ]

@@ -14,6 +14,14 @@ if TYPE_CHECKING:
 SPLITS = ("train", "val")
 
 
+class DocumentPart(str):
+    """A piece of a long document that continues in the next item :meth:`TextSource.documents` yields: the
+    token pipeline adds no end-of-document token after it. A source streams a file of any size this way,
+    in pieces of bounded size (cut after a line break), instead of holding it in memory whole."""
+
+    __slots__ = ()
+
+
 class TextSource(ABC):
     """Documents for the ``train`` and ``val`` splits, in a deterministic order.
 
@@ -27,7 +35,8 @@ class TextSource(ABC):
 
     @abstractmethod
     def documents(self, split: str) -> Iterator[str]:
-        """Yield the documents of ``split`` (one of :data:`SPLITS`)."""
+        """Yield the documents of ``split`` (one of :data:`SPLITS`). A long document may be yielded in pieces:
+        every piece but its last as a :class:`DocumentPart`."""
 
     @abstractmethod
     def fingerprint(self) -> str:

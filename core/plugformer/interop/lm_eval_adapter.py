@@ -104,7 +104,7 @@ class PlugformerLM(LM):
                                       seed=int(kwargs.get("seed", 0))))
             prompts.append(self.tokenizer.encode(context))
         results = []
-        for completion, until in zip(self.generator.generate(prompts, samplings), stops):
+        for completion, until in zip(self.generator.generate(prompts, samplings, crop_prompts=True), stops):
             text = self.tokenizer.decode(completion.tokens)
             for stop in until:
                 text = text.split(stop)[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,8 @@ class Trainer:
         self.model, self.optimizer = strategy.prepare(self.model, self.optimizer, batch_size=t.batch_size,
                                                       grad_accum=t.grad_accum, grad_clip=t.grad_clip)
         self.objective = build(registries, "objective", cfg.objective, self.tokenizer)
+        if strategy.is_main:
+            self._warn(resume_from)
         self.step = self._restore(resume_from) if resume_from else 0
         self.nonfinite = NonFiniteGuard(t.get("on_nonfinite", "stop"), strategy, device,
                                          lambda: last_checkpoint(run_dir))
@@ -256,6 +259,17 @@ class Trainer:
         final = self.ckpts.commit(step) if self.strategy.is_main else self.ckpts.step_dir(step)
         self.strategy.barrier()
         self.host.hook.plugformer_checkpoint_saved(run=self.run, step=step, path=final, state=self.state)
+
+    def _warn(self, resume_from: Path | None) -> None:
+        """One ``plugformer: warning:`` line per legal but suspicious setting (a warmup longer than the run, an
+        optimizer.lr the resumed checkpoint overrides)."""
+        from plugformer.config.validate import config_warnings, resume_warnings
+
+        lines = config_warnings(self.cfg)
+        if resume_from is not None and (resume_from / "config.yaml").is_file():
+            lines += resume_warnings(OmegaConf.load(resume_from / "config.yaml"), self.cfg)
+        for line in lines:
+            print(f"plugformer: warning: {line}", file=sys.stderr)
 
     def _restore(self, directory: Path) -> int:
         self.strategy.load(directory, self.model, self.optimizer)

@@ -74,3 +74,22 @@ def test_capabilities_are_well_formed(entry: Entry) -> None:
     if entry.family == "attention":
         for key in ATTENTION_FEATURES:
             assert isinstance(caps.get(key, False), bool), f"{what}: capability {key} must be true or false"
+
+
+@contract(configured=False, available=False)
+def test_every_numeric_option_declares_its_range(entry: Entry) -> None:
+    """A numeric option without a range would accept 0 heads, a negative rate or NaN until something deep
+    inside a run divides by it: declare one with ``plugformer.config.bounded`` (docs/plugins.md)."""
+    from plugformer.config.ranges import field_range, unranged_numeric_fields
+
+    node = node_class(entry)
+    missing = unranged_numeric_fields(node)
+    assert not missing, (f"{label(entry)}: numeric option(s) {', '.join(missing)} declare no valid range; write "
+                         f"e.g. `{missing[0]}: int = bounded(8, ge=1)` (from plugformer.config import bounded)")
+    defaults = OmegaConf.structured(node)
+    for f in dataclasses.fields(node):
+        declared = field_range(f)
+        if declared is not None and not OmegaConf.is_missing(defaults, f.name):
+            value = OmegaConf.to_container(defaults)[f.name]
+            assert declared.problem(f.name, value) is None, f"{label(entry)}: the default is out of its own range: " \
+                                                            f"{declared.problem(f.name, value)}"
