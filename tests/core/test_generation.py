@@ -151,7 +151,15 @@ RECORDED = [
 
 @pytest.mark.parametrize("position, attention, sampling, ids", RECORDED)
 def test_output_for_a_fixed_seed_is_the_recorded_one(make_generator, position, attention, sampling, ids):
+    from plugformer.errors import ConfigError
+
     gen = make_generator(position, attention)
+    if len(PROMPT) + sampling["max_new_tokens"] > gen.model.dims.max_seq_len:
+        # the old code cropped such a prompt silently; now that is refused unless asked for (issue: hardening)
+        with pytest.raises(ConfigError, match="max_new_tokens"):
+            gen.complete("def main(", **sampling)
+        assert gen.generate_ids(PROMPT, Sampling(**sampling), crop_prompt=True) == ids
+        return
     assert gen.generate_ids(PROMPT, Sampling(**sampling)) == ids
     assert gen.complete("def main(", **sampling) == gen.tokenizer.decode(ids)
 
@@ -159,7 +167,8 @@ def test_output_for_a_fixed_seed_is_the_recorded_one(make_generator, position, a
 def test_recorded_long_prompt_and_empty_prompt(make_generator):
     gen = make_generator()
     prompt = list(b"for (int i = 0; i < n; ++i) { sum += a[i] * b[i]; }")  # cut to its tail, then stops at eos
-    assert gen.generate_ids(prompt, Sampling(max_new_tokens=20, temperature=0.7, seed=4), crop_prompt=True) == [243, 27, 15]
+    assert gen.generate_ids(prompt, Sampling(max_new_tokens=20, temperature=0.7, seed=4),
+                            crop_prompt=True) == [243, 27, 15]
     assert gen.generate_ids([], Sampling(max_new_tokens=10, temperature=0)) == [109, 97] + [248] * 8
 
 
@@ -170,8 +179,8 @@ def test_generate_takes_a_batch_of_prompts_and_says_why_each_stopped(make_genera
     prompts = [PROMPT, list(b"x"), PROMPT + first[:2]]
     per_prompt = [Sampling(max_new_tokens=6, temperature=0), Sampling(max_new_tokens=5, temperature=1.0, seed=9),
                   Sampling(max_new_tokens=60, temperature=0)]
-    out = generate(gen.model, prompts, per_prompt, eos_id=eos)
-    assert [c.tokens for c in out] == [gen.generate_ids(p, s) for p, s in zip(prompts, per_prompt)]
+    out = generate(gen.model, prompts, per_prompt, eos_id=eos, crop_prompts=True)  # the third fills the context
+    assert [c.tokens for c in out] == [gen.generate_ids(p, s, crop_prompt=True) for p, s in zip(prompts, per_prompt)]
     assert out[0] == Completion(out[0].tokens, "length") and len(out[0].tokens) == 6
     assert out[2] == Completion(out[2].tokens, "context") and len(out[2].tokens) == 47  # the prompt's last id + 47
     forced = generate(gen.model, [PROMPT], Sampling(max_new_tokens=4, temperature=0), eos_id=first[0])
