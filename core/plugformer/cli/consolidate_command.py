@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from plugformer.cli.keyvalue import parse_keyvalues
+from plugformer.commands import parse_keyvalues
 from plugformer.errors import PlugformerError
 
 KEYS = ("checkpoint", "out")

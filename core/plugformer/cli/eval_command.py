@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from plugformer.cli.keyvalue import checkpoint_path, parse_keyvalues
+from plugformer.commands import checkpoint_path, parse_keyvalues
 from plugformer.errors import ConfigError, did_you_mean
 
 KEYS = ("checkpoint", "data", "split", "max_batches", "batch_size", "seq_len", "device", "precision", "adapter",

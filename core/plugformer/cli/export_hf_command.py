@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from plugformer.cli.keyvalue import checkpoint_path, parse_keyvalues
+from plugformer.commands import checkpoint_path, parse_keyvalues
 
 KEYS = ("checkpoint", "out", "adapter")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from plugformer.cli.keyvalue import parse_keyvalues
+from plugformer.commands import parse_keyvalues
 
 KEYS = ("dir", "out")
 

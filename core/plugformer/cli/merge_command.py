@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from plugformer.cli.keyvalue import checkpoint_path, parse_keyvalues
+from plugformer.commands import checkpoint_path, parse_keyvalues
 from plugformer.errors import PlugformerError
 
 KEYS = ("checkpoint", "adapter", "out")
