@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from plugformer.errors import (
     ConfigError, DuplicateComponentError, PlugformerError, PluginLoadError, UnavailableError,
-    UnknownComponentError,
+    UnknownComponentError, did_you_mean,
 )
 from plugformer.hookspecs import hookimpl
 from plugformer.plugins import PLUGIN_API_VERSION, get_registries, load_plugins
@@ -20,5 +20,5 @@ API_VERSION = PLUGIN_API_VERSION[0]  # the plugin API's major version (see plugf
 __all__ = [
     "API_VERSION", "FAMILIES", "PLUGIN_API_VERSION", "ConfigError", "DuplicateComponentError", "Entry",
     "PlugformerError", "PluginLoadError", "Registries", "Registry", "RunInfo", "UnavailableError",
-    "UnknownComponentError", "__version__", "get_registries", "hookimpl", "load_plugins",
+    "UnknownComponentError", "__version__", "did_you_mean", "get_registries", "hookimpl", "load_plugins",
 ]

@@ -87,7 +87,8 @@ def usage(commands: Commands | None = None) -> str:
     """The top-level help: every command (a plugin's with its provider), then global options and examples."""
     commands = command_table() if commands is None else commands
     width = max(len(c.name) for c in commands) + 2
-    lines = [f"  {c.name:<{width}}{c.help}" + ("" if c.is_core else f"  [{c.provider}]") for c in commands]
+    lines = [f"  {c.name:<{width}}{c.help}" + ("" if c.is_core else f"  [{c.provider}: {c.plugin}]")
+             for c in commands]
     return USAGE_HEAD + "\n".join(lines) + "\n" + USAGE_TAIL
 
 

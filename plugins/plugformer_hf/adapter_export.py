@@ -2,7 +2,7 @@
 Hugging Face model's module names, so that ``peft.PeftModel.from_pretrained(AutoModelForCausalLM
 .from_pretrained(out), out / "adapter")`` applies it unmerged, as plugformer does.
 
-The conversion follows the base-weight export in :mod:`plugformer.interop.hf_mapping` exactly:
+The conversion follows the base-weight export in :mod:`plugformer_hf.hf_mapping` exactly:
 
 - LoRA computes ``W x + s · B A x``: ``A`` acts on the layer's input, ``B`` produces its output rows. A
   fused plugformer layer split into several HF layers (Llama's ``qkv`` → ``q_proj``/``k_proj``/``v_proj``,
@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from plugformer.errors import ConfigError
-from plugformer.interop.hf_mapping import split_gate_up
+from plugformer import ConfigError
+from plugformer_hf.hf_mapping import split_gate_up
 
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"

@@ -25,7 +25,7 @@ examples:
 
 def run(args: list[str]) -> int:
     """Parse, convert, print a one-line summary."""
-    from plugformer.interop.import_hf import import_hf
+    from plugformer_hf.import_hf import import_hf
 
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="", file=sys.stdout if args else sys.stderr)

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugformer.errors import ConfigError, did_you_mean
+from plugformer import ConfigError, did_you_mean
 
 FAMILIES = ("gpt2", "llama")
 GPT2_TANH_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")

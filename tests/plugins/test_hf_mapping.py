@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from plugformer.errors import ConfigError
-from plugformer.interop.hf_mapping import (
+from plugformer_hf.hf_mapping import (
     export_family,
     hf_config_from_plugformer,
     interleave_gate_up,

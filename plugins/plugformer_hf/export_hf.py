@@ -9,7 +9,7 @@ is refused before anything is written, naming the component. The directory is wr
 
 A LoRA adapter (the checkpoint's own, when it was trained with ``adapter=lora``, or ``adapter=DIR`` on a
 plain base) exports next to the base model, renamed for it, in ``out/adapter/`` (PEFT's format; see
-:mod:`plugformer.interop.adapter_export`): the base model is exported unmerged.
+:mod:`plugformer_hf.adapter_export`): the base model is exported unmerged.
 """
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plugformer.errors import ConfigError, UnavailableError
-from plugformer.interop.adapter_export import (
+from plugformer import ConfigError, UnavailableError
+from plugformer_hf.adapter_export import (
     adapter_to_export,
     base_state,
     convert_adapter,
     read_adapter,
     write_adapter,
 )
-from plugformer.interop.hf_mapping import hf_config_from_plugformer, state_to_hf
+from plugformer_hf.hf_mapping import hf_config_from_plugformer, state_to_hf
 
 TOKENIZER_JSON = "tokenizer.json"
 CAST_QUANTIZERS = ("none", "bf16", "fp16")  # plain casts: the weights export as float32
@@ -103,7 +103,7 @@ def export_hf(checkpoint: str | Path, out: str | Path, host: Any = None,
     from plugformer.build import component_config
     from plugformer.checkpoint import load_model
     from plugformer.generation import check_checkpoint_dir
-    from plugformer.plugins import load_plugins
+    from plugformer import load_plugins
 
     started = time.perf_counter()
     ckpt, out = check_checkpoint_dir(Path(checkpoint).expanduser()), Path(out).expanduser()
