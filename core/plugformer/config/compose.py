@@ -68,15 +68,16 @@ def quote_free_text(args: list[str], keys: tuple[str, ...]) -> list[str]:
         if eq and key in keys and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             a = f"{key}={value[0]}{_no_interpolation(value[1:-1])}{value[0]}"
         elif eq and key in keys:
-            escaped = re.sub(r"(\\+)(?='|\$\{|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
+            escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
             a = f"{key}='{_no_interpolation(escaped)}'"
         out.append(a)
     return out
 
 
 def _no_interpolation(text: str) -> str:
-    """``${`` escaped as ``\\${``, which OmegaConf reads as the two characters, never an interpolation."""
-    return text.replace("${", "\\${")
+    """``${`` escaped as ``\\${``, which OmegaConf reads as the two characters, never an interpolation
+    (backslashes right before it are doubled first, so they stay backslashes)."""
+    return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
 
 
 def rename_keys(args: list[str], renames: dict[str, str]) -> list[str]:
