@@ -116,11 +116,12 @@ def export_hf(checkpoint: str | Path, out: str | Path, host: Any = None,
     entry = registries.tokenizer.get(cfg.tokenizer.name)
     tokenizer = entry.load().load(component_config(entry, cfg.tokenizer), ckpt / "tokenizer")
     causal = tuple(e.name for e in registries.objective if e.capabilities.get("causal")) or ("clm",)
-    hf = hf_config_from_plugformer(cfg, tokenizer.vocab_size, tokenizer.eos_id, tokenizer.pad_id, causal)
+    hf = hf_config_from_plugformer(cfg, tokenizer.vocab_size, tokenizer.eos_id, tokenizer.pad_id, causal, registries)
     transformers = _transformers()
     config_class = transformers.GPT2Config if hf["model_type"] == "gpt2" else transformers.LlamaConfig
     kwargs = {k: v for k, v in hf.items() if k != "model_type"}
-    tensors = state_to_hf(hf, base_state(load_model(ckpt)))
+    components = {family: str(cfg[family].name) for family in ("position", "norm", "mlp")}
+    tensors = state_to_hf(hf, base_state(load_model(ckpt)), components, registries)
     hf_adapter = convert_adapter(hf, *read_adapter(adapter_dir), adapter_dir) if adapter_dir is not None else None
     tmp = out.parent / f".tmp-{out.name}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -114,7 +114,7 @@ def import_hf(src: str | Path, out: str | Path, host: Any = None) -> ImportResul
     if tokenizer.vocab_size != vocab:
         raise ConfigError(f"config.json vocab_size={vocab} differs from the {TOKENIZER} vocabulary "
                           f"({tokenizer.vocab_size} tokens); plugformer sizes the embedding by the tokenizer")
-    state = state_from_hf(plan, read_hf_weights(src))
+    state = state_from_hf(plan, read_hf_weights(src), host.registries)
     with torch.device("cpu"):
         model = build_model(cfg, host.registries, vocab)
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -81,6 +81,8 @@ def _cell(value: object) -> str:
         return "-"
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
+    if isinstance(value, dict):  # a declaration such as hf_names: what it covers
+        return ",".join(map(str, value)) or "-"
     return str(value)
 
 
