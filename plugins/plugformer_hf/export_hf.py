@@ -28,7 +28,7 @@ from plugformer_hf.adapter_export import (
     read_adapter,
     write_adapter,
 )
-from plugformer_hf.hf_mapping import hf_config_from_plugformer, state_to_hf
+from plugformer_hf.hf_mapping import component_rules, hf_config_from_plugformer, state_to_hf
 
 TOKENIZER_JSON = "tokenizer.json"
 CAST_QUANTIZERS = ("none", "bf16", "fp16")  # plain casts: the weights export as float32
@@ -122,7 +122,9 @@ def export_hf(checkpoint: str | Path, out: str | Path, host: Any = None,
     kwargs = {k: v for k, v in hf.items() if k != "model_type"}
     components = {family: str(cfg[family].name) for family in ("position", "norm", "mlp")}
     tensors = state_to_hf(hf, base_state(load_model(ckpt)), components, registries)
-    hf_adapter = convert_adapter(hf, *read_adapter(adapter_dir), adapter_dir) if adapter_dir is not None else None
+    mlp_rules = component_rules(registries, components, hf["model_type"])["mlp"]
+    hf_adapter = convert_adapter(hf, *read_adapter(adapter_dir), adapter_dir, mlp_rules) \
+        if adapter_dir is not None else None
     tmp = out.parent / f".tmp-{out.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
