@@ -170,7 +170,8 @@ def parse_keyvalues(command: str, args: Sequence[str], keys: Sequence[str], requ
         values[key] = value
     for key in required:
         if key not in values:
-            raise PlugformerError(f"plugformer {command} needs {key}=...; keys: {', '.join(keys)}")
+            how = f"{key.upper()} (or {key}=...)" if key == positional else f"{key}=..."
+            raise PlugformerError(f"plugformer {command} needs {how}; keys: {', '.join(keys)}")
     return values
 
 

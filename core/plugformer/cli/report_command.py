@@ -3,7 +3,6 @@ curves. Reads only files; imports matplotlib only to draw (the ``report`` extra)
 for ``out=DIR``."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from plugformer.commands import parse_keyvalues
@@ -21,9 +20,9 @@ report.md, report.csv and report.png (validation-loss curves per combination), w
 
 def run(args: list[str]) -> int:
     """Parse, write the report files, print the table and what was written."""
-    if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE, end="", file=sys.stdout if args else sys.stderr)
-        return 0 if args else 2
+    if args and args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
     values = parse_keyvalues("report", args, KEYS, required=("dir",), positional="dir")
     from plugformer.report import plain_table, write_report
 
