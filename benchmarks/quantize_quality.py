@@ -45,7 +45,7 @@ def train_overrides(args: argparse.Namespace, run_dir: Path) -> list[str]:
 
 
 def train(args: argparse.Namespace, host: Any, run_dir: Path) -> Path:
-    from plugformer.cli.hydra_commands import compose_checked
+    from plugformer.config import compose_checked
     from plugformer.training import run_training
 
     overrides = train_overrides(args, run_dir)
@@ -138,7 +138,7 @@ def lora_share(model: torch.nn.Module, host: Any) -> tuple[int, int]:
 
 def gpt2_small(host: Any) -> torch.nn.Module:
     """An untrained plugformer model of GPT-2 small's size (12 × 768, 12 heads, vocab 50257, T=1024)."""
-    from plugformer.cli.hydra_commands import compose_checked
+    from plugformer.config import compose_checked
     from plugformer.model import build_model
 
     cfg = compose_checked("train", ["model.n_layers=12", "model.d_model=768", "model.n_heads=12",
@@ -165,7 +165,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from plugformer.cli.hydra_commands import prepare
+    from plugformer.config import prepare
 
     host = prepare()
     with tempfile.TemporaryDirectory(prefix="plugformer-quant-bench-") as tmp:

@@ -70,7 +70,7 @@ def quality(work: Path, threads: int, base_steps: int, lora_steps: int, rank: in
 def build_plugformer(layers: int, d: int, heads: int, vocab_seq: tuple[int, int], rank: int):
     import torch
     from plugformer.build import build
-    from plugformer.cli.hydra_commands import compose_checked, prepare
+    from plugformer.config import compose_checked, prepare
     from plugformer.model import build_model
 
     host = prepare()

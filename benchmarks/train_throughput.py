@@ -123,7 +123,7 @@ def describe_optimizer(opt: torch.optim.Optimizer) -> str:
 
 def build_plugformer(args: argparse.Namespace, device: torch.device) -> Contender:
     from plugformer.build import build
-    from plugformer.cli.hydra_commands import compose_checked, prepare
+    from plugformer.config import compose_checked, prepare
     from plugformer.model import build_model
 
     host = prepare()

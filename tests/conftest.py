@@ -153,7 +153,7 @@ def module_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
 
 def compose_train(host: PluginHost, *overrides: str) -> Any:
     """A composed ``train`` config for ``host``'s registries (stores their schemas first)."""
-    from plugformer.cli.hydra_commands import compose_checked
+    from plugformer.config import compose_checked
     from plugformer.config.searchpath import register_search_path_plugin
     from plugformer.config.store import store_component_configs
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from plugformer.errors import (
     ConfigError, DuplicateComponentError, PlugformerError, PluginLoadError, UnavailableError,
-    UnknownComponentError,
+    UnknownComponentError, did_you_mean,
 )
 from plugformer.families import FAMILIES, CoreField, Family
 from plugformer.hookspecs import hookimpl
@@ -41,6 +41,6 @@ PUBLIC_MODULES: tuple[str, ...] = (
 __all__ = [
     "API_VERSION", "FAMILIES", "PLUGIN_API_VERSION", "PUBLIC_MODULES", "Availability", "ConfigError", "CoreField",
     "DuplicateComponentError", "Entry", "Family", "PlugformerError", "PluginLoadError", "Registries", "Registry",
-    "RunInfo", "TrainingState", "UnavailableError", "UnknownComponentError", "__version__", "get_registries", "hookimpl",
+    "RunInfo", "TrainingState", "UnavailableError", "UnknownComponentError", "__version__", "did_you_mean", "get_registries", "hookimpl",
     "load_plugins", "quiet_import",
 ]

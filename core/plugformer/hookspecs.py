@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from plugformer.commands import Commands
     from plugformer.registry import Registries
     from plugformer.run import RunInfo, TrainingState
 
@@ -27,6 +28,17 @@ def plugformer_register(registries: Registries) -> None:
     Called once per process, when plugins load (never at import time). Use
     ``registries.<family>.register(name, "your_pkg.module:Class", schema=..., available=...)``; pass
     lazy ``"module:attr"`` strings so that listing plugins does not import torch or your code.
+    """
+
+
+@hookspec
+def plugformer_register_commands(commands: Commands) -> None:
+    """Add this plugin's CLI commands: ``commands.register("serve", "your_pkg.cli:serve", "one-line help")``.
+
+    Called once per process, right after ``plugformer_register``. The target is a lazy ``"module:function"``
+    string (the function takes the argument list and returns the exit status), so ``plugformer --help``
+    lists the command without importing your code. A name the core or another plugin already has is
+    refused, naming both packages (the plugin is recorded as failed; the existing command is kept).
     """
 
 

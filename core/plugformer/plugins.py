@@ -144,6 +144,7 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.registries = Registries()
+        self.commands = _core_commands()
         self.records: list[PluginRecord] = []
 
     @property
@@ -163,8 +164,13 @@ class PluginHost:
                 for impl in self.pm.hook.plugformer_register.get_hookimpls():
                     if impl.plugin is plugin:
                         impl.function(*[{"registries": self.registries}[a] for a in impl.argnames])
+            with self.commands.providing(dist, version, name):
+                for impl in self.pm.hook.plugformer_register_commands.get_hookimpls():
+                    if impl.plugin is plugin:
+                        impl.function(*[{"commands": self.commands}[a] for a in impl.argnames])
         except Exception as exc:
             self.registries.restore(before)  # what it added goes, and what it replaced comes back
+            self.commands.remove_plugin(name)
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
             record.status, record.error = "failed", one_line(exc)
@@ -208,6 +214,16 @@ class PluginHost:
     def manifest(self) -> list[dict[str, Any]]:
         """Each plugin, its version and the components it registered, as saved with every run and checkpoint."""
         return [{**asdict(r), "components": self.registries.components_of(r.name)} for r in self.records]
+
+
+def _core_commands() -> Any:
+    """A command table holding the core's commands (see :mod:`plugformer.commands`)."""
+    from plugformer.cli.table import register_core_commands
+    from plugformer.commands import Commands
+
+    commands = Commands()
+    register_core_commands(commands)
+    return commands
 
 
 _host: PluginHost | None = None

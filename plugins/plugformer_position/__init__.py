@@ -5,6 +5,7 @@ Transformer); ``rope`` rotates queries and keys inside attention (Llama, GPT-Neo
 the attention scores by distance (BLOOM, MPT); ``none`` adds nothing at all (NoPE).
 """
 from plugformer import hookimpl
+from plugformer_position import hf_names
 
 plugformer_api = "1.0"  # the plugformer plugin API this package targets
 
@@ -16,7 +17,7 @@ def plugformer_register(registries):
         schema="plugformer_position.schemas:LearnedPositionConfig",
         description="trained absolute position embeddings added to the tokens (GPT-2)",
         capabilities={"devices": ["cpu", "cuda"], "injects": ["embed"], "extrapolates": False,
-                      "parameters": True})
+                      "parameters": True, "hf_names": hf_names.LEARNED})
     registries.position.register(
         "sinusoidal", "plugformer_position.sinusoidal:SinusoidalPosition",
         schema="plugformer_position.schemas:SinusoidalPositionConfig",
@@ -28,7 +29,7 @@ def plugformer_register(registries):
         schema="plugformer_position.schemas:RopeConfig",
         description="rotary position embedding on q and k, rotate-half convention; partial, linear/ntk scaling",
         capabilities={"devices": ["cpu", "cuda"], "injects": ["rotate"], "extrapolates": True,
-                      "parameters": False, "relative": True})
+                      "parameters": False, "relative": True, "hf_names": hf_names.ROPE})
     registries.position.register(
         "alibi", "plugformer_position.alibi:AlibiPosition",
         schema="plugformer_position.schemas:AlibiConfig",

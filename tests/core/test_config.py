@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 import plugformer.conf
 from plugformer import ConfigError, PlugformerError
-from plugformer.cli.hydra_commands import compose_checked, prepare
+from plugformer.config import compose_checked, prepare
 from plugformer.config.schema import COMPONENT_GROUPS, SCHEMA_VERSION
 from plugformer.config.validate import validate_train
 

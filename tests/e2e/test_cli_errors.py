@@ -21,6 +21,10 @@ def _one_line_error(proc) -> str:
     (["trian"], ["did you mean 'train'"]),
     (["generate", "checkpoint=/nonexistent"], ["/nonexistent"]),
     (["plugins", "--family", "atention"], ["did you mean 'attention'"]),
+    (["plugins", "famly=norm"], ["no option 'famly'", "did you mean 'family'"]),
+    (["report"], ["plugformer report needs DIR (or dir=...)"]),
+    (["--block-plugin", "hf", "eval", "checkpoint=x", "tasks=t"], ["'lm-eval' command", "plugformer_hf"]),
+    (["--block-plugin", "hf", "export-hf"], ["unknown command 'export-hf'"]),
 ])
 def test_bad_input_is_one_line_naming_the_value_and_the_choices(cli, args, expected):
     line = _one_line_error(cli(*args, check=False))

@@ -16,7 +16,7 @@ PROBE = textwrap.dedent("""
     import torch, torch.distributed as dist
     from torch.testing._internal.distributed.fake_pg import FakeStore
     from plugformer.build import build
-    from plugformer.cli.hydra_commands import compose_checked, prepare
+    from plugformer.config import compose_checked, prepare
     from plugformer.model import apply_transforms, build_model
 
     host = prepare()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from plugformer.cli.hydra_commands import _parse
+from plugformer.config.compose import parse_overrides as _parse
 from plugformer.sweep import expand, pin_group_keys
 
 TINY = ["tokenizer=byte", "model.n_layers=1", "model.d_model=32", "data.seq_len=32", "data.max_bytes=100000",

@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from plugformer.checkpoint import resolve_checkpoint
-from plugformer.cli.keyvalue import parse_keyvalues
+from plugformer.commands import parse_keyvalues
 from plugformer.errors import ConfigError, did_you_mean
 
 KEYS = ("checkpoint", "data", "split", "max_batches", "batch_size", "seq_len", "device", "precision", "adapter",
         "out", "tasks", "tasks_dir", "limit")
-TASK_KEYS = ("checkpoint", "tasks", "tasks_dir", "limit", "device", "adapter", "out")
+#: ``plugformer eval ... tasks=...`` runs this command (plugformer_hf registers it), with the same arguments
+TASK_COMMAND = "lm-eval"
 SPLITS = ("train", "val", "all")
 PRECISIONS = ("fp32", "bf16")
 
@@ -26,8 +27,9 @@ of the data source the checkpoint was trained on (as the trainer evaluates it); 
 or .jsonl file (or a directory of them; default split=all), data=NAME a registered data source with its
 default options. out=FILE writes the figures as JSON too.
 
-With tasks=, lm-evaluation-harness (pip install 'plugformer[lm_eval]') runs those tasks on the checkpoint
-instead: tasks from its catalogue or YAML tasks in tasks_dir (e.g. over a local JSONL file; set
+With tasks=, the lm-eval command of the plugformer_hf plugin runs those lm-evaluation-harness tasks
+(pip install 'plugformer[lm_eval]') on the checkpoint instead: tasks from its catalogue or YAML tasks in
+tasks_dir (e.g. over a local JSONL file; set
 HF_DATASETS_OFFLINE=1 to be sure nothing is downloaded), at most limit documents each.
 
 examples:
@@ -81,37 +83,18 @@ def split_tokens(source: Any, tokenizer: Any, split: str, cache_dir: str | None)
     return tokenize_to_cache(source, tokenizer, split, cache_dir)
 
 
-def run_lm_eval(values: dict[str, str]) -> int:
-    """``tasks=...``: lm-evaluation-harness on the checkpoint through the ``plugformer`` model adapter."""
-    from plugformer.checkpoint import write_json
+def run_task_evaluation(args: list[str]) -> int:
+    """``tasks=...``: hand the arguments to the ``lm-eval`` command a plugin registers (``plugformer_hf``,
+    through lm-evaluation-harness); one line saying what to install when none does."""
     from plugformer.errors import UnavailableError
+    from plugformer.plugins import load_plugins
 
-    extra = sorted(set(values) - set(TASK_KEYS))
-    if extra:
-        raise ConfigError(f"plugformer eval tasks=... does not take {', '.join(extra)}; keys with tasks: "
-                          f"{', '.join(TASK_KEYS)}")
-    try:
-        from lm_eval.utils import make_table
-
-        from plugformer.interop.lm_eval_adapter import run_tasks
-    except ImportError as exc:
-        raise UnavailableError(f"plugformer eval tasks=... needs lm-evaluation-harness ({exc}); "
-                               "pip install 'plugformer[lm_eval]'") from None
-    tasks_dir = values.get("tasks_dir")
-    if tasks_dir is not None and not Path(tasks_dir).expanduser().is_dir():
-        raise ConfigError(f"plugformer eval: tasks_dir={tasks_dir!r} is not a directory")
-    ckpt = resolve_checkpoint(values["checkpoint"])
-    tasks = [t for t in values["tasks"].split(",") if t]
-    try:
-        results = run_tasks(ckpt, tasks, Path(tasks_dir).expanduser() if tasks_dir else None, _int(values, "limit"),
-                            values.get("adapter"), values.get("device", "auto"))
-    except KeyError as exc:  # lm_eval's way of saying a task name is unknown
-        raise ConfigError(f"plugformer eval tasks={values['tasks']}: lm_eval says: {exc.args[0]} (searched its "
-                          f"catalogue{' and ' + tasks_dir if tasks_dir else ''})") from None
-    print(make_table(results))
-    if "out" in values:
-        write_json(Path(values["out"]).expanduser(), {"checkpoint": str(ckpt), "results": results["results"]})
-    return 0
+    commands = load_plugins().commands
+    if TASK_COMMAND not in commands:
+        raise UnavailableError(f"plugformer eval tasks=... runs the '{TASK_COMMAND}' command, which no loaded plugin "
+                               "provides (plugformer_hf does: pip install 'plugformer[lm_eval]', and do not block "
+                               "the 'hf' plugin)")
+    return commands.get(TASK_COMMAND).load()(args)
 
 
 def run(args: list[str]) -> int:
@@ -121,7 +104,7 @@ def run(args: list[str]) -> int:
         return 0 if args else 2
     values = parse_keyvalues("eval", args, KEYS, required=("checkpoint",))
     if "tasks" in values:
-        return run_lm_eval(values)
+        return run_task_evaluation(args)
     extra = sorted(set(values) & {"tasks_dir", "limit"})
     if extra:
         raise ConfigError(f"plugformer eval: {', '.join(extra)} only apply with tasks=...")

@@ -35,7 +35,7 @@ def worker_args(args: list[str], run_dir: str | None = None) -> list[str]:
     """The ranks' ``train`` arguments: ``args`` without launcher.* overrides, with one shared run dir."""
     out = [a for a in args if not is_launcher_override(a)]
     if not any(a.startswith("hydra.run.dir=") for a in out):
-        from plugformer.cli.hydra_commands import quote_free_text
+        from plugformer.config.compose import quote_free_text
 
         run_dir = run_dir or os.path.join("runs", datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S"))
         # quoted for Hydra's override grammar: a sweep job's directory is named like `model.n_layers=2`

@@ -1,5 +1,9 @@
 """``plugformer <command> [overrides]``: dispatches to a command; user errors print one line.
 
+Commands come from one table (:mod:`plugformer.commands`): the core's (:mod:`plugformer.cli.table`) and
+those plugins add through ``plugformer_register_commands``. A core command runs without loading plugins
+first; any other name loads them to find it.
+
 Global options (before the command) are exported as environment variables so that every process of
 a run (torchrun ranks, launcher workers) loads the same plugins.
 """
@@ -9,6 +13,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from plugformer.cli.table import CORE_COMMANDS
+from plugformer.commands import Commands
 from plugformer.errors import PlugformerError, did_you_mean
 
 USAGE_HEAD = """\
@@ -66,50 +72,34 @@ def _global_options(argv: list[str]) -> list[str]:
 GLOBAL_OPTIONS = ["--allow-plugin", "--block-plugin", "--no-autoload", "--strict-plugins", "--version"]
 
 
-#: command name -> (module under plugformer.cli, function taking the argument list, one-line help).
-#: Modules are imported only when their command runs, so ``plugformer plugins`` stays fast.
-COMMAND_TABLE: dict[str, tuple[str, str, str]] = {
-    "train": ("hydra_commands", "train", "train a model (Hydra config 'train'; -m for sweeps)"),
-    "generate": ("hydra_commands", "generate",
-                 "sample text from a checkpoint: checkpoint=DIR prompt=... max_new_tokens=N"),
-    "validate": ("hydra_commands", "validate", "compose and check a train config without building anything heavy"),
-    "plugins": ("plugins_command", "run", "list every component family, implementation, provider and availability"),
-    "tokenizer": ("tokenizer_command", "run",
-                  "tokenizer train tokenizer=NAME [tokenizer.vocab_size=N] [data=...] out=DIR"),
-    "finetune": ("finetune_command", "run", "fine-tune a checkpoint: checkpoint=DIR data=<task|file.jsonl> "
-                                            "objective=sft|distill|dpo [adapter=lora]"),
-    "prune": ("prune_command", "run",
-              "magnitude-prune a checkpoint: checkpoint=DIR sparsity=0.3 [scope=global|layer] out=DIR"),
-    "report": ("report_command", "run",
-               "summarise a sweep directory: report.md, report.csv, report.png (loss curves)"),
-    "consolidate": ("consolidate_command", "run",
-                    "write one model.safetensors from a sharded (fsdp) checkpoint: checkpoint=DIR [out=DIR]"),
-    "merge": ("merge_command", "run",
-              "fold an adapter into a full checkpoint: checkpoint=DIR [adapter=DIR] out=DIR"),
-    "quantize": ("quantize_command", "run",
-                 "write a quantized checkpoint: checkpoint=DIR quantizer=int8|nf4|... out=DIR"),
-    "import-hf": ("import_hf_command", "run",
-                  "convert a local Hugging Face GPT-2/Llama model directory: DIR [out=DIR]"),
-    "export-hf": ("export_hf_command", "run",
-                  "write a transformers-loadable model directory: checkpoint=DIR out=DIR [adapter=DIR]"),
-    "eval": ("eval_command", "run",
-             "perplexity of a checkpoint: checkpoint=DIR [data=PATH|NAME] [split=val] [max_batches=N]"),
-}
-COMMANDS = tuple(COMMAND_TABLE)
+#: the core's command names (``plugformer --help`` also lists the commands plugins add)
+COMMANDS = tuple(name for name, _, _ in CORE_COMMANDS)
+
+
+def command_table() -> Commands:
+    """Every command: the core's, then those the loaded plugins registered (loads plugins; no torch)."""
+    from plugformer.plugins import load_plugins
+
+    return load_plugins().commands
+
+
+def usage(commands: Commands | None = None) -> str:
+    """The top-level help: every command (a plugin's with its provider), then global options and examples."""
+    commands = command_table() if commands is None else commands
+    width = max(len(c.name) for c in commands) + 2
+    lines = [f"  {c.name:<{width}}{c.help}" + ("" if c.is_core else f"  [{c.provider}: {c.plugin}]")
+             for c in commands]
+    return USAGE_HEAD + "\n".join(lines) + "\n" + USAGE_TAIL
 
 
 def _command(name: str) -> Callable[[list[str]], int]:
-    import importlib
+    """The function of command ``name``: a core command without loading plugins, else from the table."""
+    if name in COMMANDS:
+        from plugformer.commands import Command
 
-    module, function, _ = COMMAND_TABLE[name]
-    return getattr(importlib.import_module(f"plugformer.cli.{module}"), function)
-
-
-def usage() -> str:
-    """The top-level help: commands from :data:`COMMAND_TABLE`, then global options and examples."""
-    width = max(len(n) for n in COMMAND_TABLE) + 2
-    lines = [f"  {name:<{width}}{help_}" for name, (_, _, help_) in COMMAND_TABLE.items()]
-    return USAGE_HEAD + "\n".join(lines) + "\n" + USAGE_TAIL
+        target, help_ = next((t, h) for n, t, h in CORE_COMMANDS if n == name)
+        return Command(name, target, help_).load()
+    return command_table().get(name).load()
 
 
 #: exit status after the reader of our output went away (``plugformer plugins | head -1``): 128 + SIGPIPE
@@ -158,9 +148,6 @@ def main(argv: list[str] | None = None) -> int:
             print(usage(), end="")
             return 0
         command, args = rest[0], rest[1:]
-        if command not in COMMANDS:
-            raise PlugformerError(f"unknown command '{command}'{did_you_mean(command, COMMANDS)}; "
-                                  f"commands: {', '.join(COMMANDS)}")
         status = _command(command)(args)
         sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's shutdown
         return status

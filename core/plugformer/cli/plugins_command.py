@@ -1,32 +1,45 @@
-"""``plugformer plugins``: every family, implementation, provider and availability; the loaded
-plugins and any that failed. Imports neither torch nor Hydra, so it answers in well under a second."""
+"""``plugformer plugins [family=NAME] [--capabilities] [--json]``: every family, implementation, provider
+and availability; the loaded plugins and any that failed. Imports neither torch nor Hydra, so it answers in
+well under a second. ``--family NAME`` is accepted for ``family=NAME``."""
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 
 from plugformer import __version__
+from plugformer.commands import parse_keyvalues
 from plugformer.errors import PlugformerError, did_you_mean
 from plugformer.plugins import PLUGIN_API_VERSION, api_text, load_plugins
 from plugformer.registry import FAMILIES
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="plugformer plugins", description="List registered components and plugins.")
-    p.add_argument("--family", help="show only this family, with its interface")
-    p.add_argument("--capabilities", action="store_true", help="show each implementation's declared capabilities")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    return p
+USAGE = """\
+usage: plugformer plugins [family=NAME] [--capabilities] [--json]
+
+Lists every component family, implementation, provider and availability, then the plugins (loaded,
+failed with their error, or skipped).
+
+  family=NAME      show only this family, with its interface (also --family NAME)
+  --capabilities   show each implementation's declared capabilities
+  --json           machine-readable output
+"""
+KEYS = ("family",)
+FLAGS = ("capabilities", "json")
 
 
 def run(args: list[str]) -> int:
-    opts = _parser().parse_args(args)
+    """Print the listing (or, with ``--json``, the same as JSON)."""
+    if args and args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="", file=sys.stdout)
+        return 0
+    opts = parse_keyvalues("plugins", args, KEYS, flags=FLAGS)
+    family, capabilities = opts.get("family"), "capabilities" in opts
     host = load_plugins()
-    families = [r for r in host.registries if opts.family in (None, r.family)]
-    if opts.family and not families:
-        raise PlugformerError(f"unknown family '{opts.family}'{did_you_mean(opts.family, FAMILIES)}; "
+    families = [r for r in host.registries if family in (None, r.family)]
+    if family and not families:
+        raise PlugformerError(f"unknown family '{family}'{did_you_mean(family, FAMILIES)}; "
                               f"families: {', '.join(FAMILIES)}")
-    if opts.json:
+    if "json" in opts:
         print(json.dumps({
             "version": __version__, "plugins": host.manifest(),
             "components": {r.family: [{"name": e.name, "provider": e.provider, "version": e.version,
@@ -39,7 +52,7 @@ def run(args: list[str]) -> int:
     print(f"plugformer {__version__}: {loaded} plugin(s) loaded, {len(failed)} failed\n")
     for registry in families:
         print(f"{registry.family} — {registry.description}")
-        if opts.family and registry.interface:
+        if family and registry.interface:
             print(f"  interface: {registry.interface}")
         if not len(registry):
             print("  (none registered)")
@@ -49,7 +62,7 @@ def run(args: list[str]) -> int:
             ok, reason = e.availability()
             status = "available" if ok else f"unavailable: {reason}"
             print(f"  {e.name:<{width}}  {e.provided_by:<{pwidth}}  {status:<10}  {e.description}")
-        if opts.capabilities and len(registry):
+        if capabilities and len(registry):
             print(_capability_table(list(registry)))
         print()
     print(f"plugins (entry-point group 'plugformer'; this core provides plugin API {api_text(PLUGIN_API_VERSION)}):")
@@ -68,6 +81,8 @@ def _cell(value: object) -> str:
         return "-"
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
+    if isinstance(value, dict):  # a declaration such as hf_names: what it covers
+        return ",".join(map(str, value)) or "-"
     return str(value)
 
 

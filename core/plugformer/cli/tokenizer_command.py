@@ -56,7 +56,7 @@ def train(args: list[str]) -> int:
     from omegaconf import OmegaConf
 
     from plugformer.build import build
-    from plugformer.cli.hydra_commands import compose_checked, prepare, split_args
+    from plugformer.config.compose import compose_checked, prepare, split_args
 
     if any(a in ("-h", "--help") for a in args):
         print(USAGE, end="")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from plugformer.cli.keyvalue import checkpoint_path, parse_keyvalues
+from plugformer.commands import checkpoint_path, parse_keyvalues
 
 KEYS = ("checkpoint", "out", "adapter")
 
@@ -29,7 +29,7 @@ examples:
 
 def run(args: list[str]) -> int:
     """Parse, export, print a one-line summary."""
-    from plugformer.interop.export_hf import export_hf
+    from plugformer_hf.export_hf import export_hf
 
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="", file=sys.stdout if args else sys.stderr)

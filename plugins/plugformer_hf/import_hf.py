@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plugformer.errors import ConfigError
-from plugformer.interop.hf_mapping import ImportPlan, plan_from_hf_config, state_from_hf
+from plugformer import ConfigError
+from plugformer_hf.hf_mapping import ImportPlan, plan_from_hf_config, state_from_hf
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -67,8 +67,7 @@ def compose_config(plan: ImportPlan, src: Path, eos_token: str | None, host: Any
     """The full train config of the imported model: the plan's groups composed, then its values set."""
     from omegaconf import OmegaConf
 
-    from plugformer.cli.hydra_commands import compose_checked, quote_free_text
-    from plugformer.config.validate import validate_train
+    from plugformer.config import compose_checked, quote_free_text, validate_train
 
     groups = ["tokenizer=hf", "objective=clm", "attention=sdpa", *(f"{g}={n}" for g, n in plan.groups.items())]
     cfg = compose_checked("train", [*groups, *quote_free_text([f"tokenizer.path={src.resolve()}"],
@@ -97,7 +96,7 @@ def import_hf(src: str | Path, out: str | Path, host: Any = None) -> ImportResul
 
     from plugformer.build import build
     from plugformer.checkpoint import save_model, write_json
-    from plugformer.cli.hydra_commands import prepare
+    from plugformer.config import prepare
     from plugformer.model import build_model
 
     started = time.perf_counter()
@@ -115,7 +114,7 @@ def import_hf(src: str | Path, out: str | Path, host: Any = None) -> ImportResul
     if tokenizer.vocab_size != vocab:
         raise ConfigError(f"config.json vocab_size={vocab} differs from the {TOKENIZER} vocabulary "
                           f"({tokenizer.vocab_size} tokens); plugformer sizes the embedding by the tokenizer")
-    state = state_from_hf(plan, read_hf_weights(src))
+    state = state_from_hf(plan, read_hf_weights(src), host.registries)
     with torch.device("cpu"):
         model = build_model(cfg, host.registries, vocab)
     missing, unexpected = model.load_state_dict(state, strict=False)

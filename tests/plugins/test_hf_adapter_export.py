@@ -19,7 +19,7 @@ peft = pytest.importorskip("peft", reason="LoRA needs peft (pip install .[lora])
 
 from plugformer.errors import ConfigError
 from plugformer.checkpoint import load_model_for_inference
-from plugformer.interop.adapter_export import convert_adapter
+from plugformer_hf.adapter_export import convert_adapter
 from plugformer.plugins import load_plugins
 
 TOLERANCE = 1e-4  # float32 logits of a 2-layer model; measured max |diff| ~1e-7

@@ -19,8 +19,14 @@ Layout differences handled here (each one changes the logits if missed):
   no permutation.
 
 Anything without an exact counterpart is a :class:`ConfigError` naming the field or component.
-Parameter names are those of the first-party ``learned``/``rope``/``layernorm``/``rmsnorm``/``gelu``/
-``swiglu`` plugins; loading is strict, so a mismatch can never pass silently.
+
+The attention, embedding and head parameters are the core model's own (``SelfAttention``'s fused ``qkv``,
+``tok_emb``, ``lm_head``) and are mapped here. A position encoding's, norm's or MLP's parameters belong to
+the plugin that provides it: each declares its Hugging Face names in the ``hf_names`` capability
+(``{model_type: {our name: HF name | (HF name, layout)}}``, e.g. ``plugformer_layers.hf_names``), which
+decides both which architecture a model exports as and how its weights are renamed. A component with no
+declaration for the architecture is refused by name. Loading is strict, so a mismatch can never pass
+silently.
 """
 from __future__ import annotations
 
@@ -28,9 +34,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugformer.errors import ConfigError, did_you_mean
+from plugformer import ConfigError, did_you_mean, get_registries
 
 FAMILIES = ("gpt2", "llama")
+#: the capability in which a position/norm/mlp entry declares its parameters' Hugging Face names
+HF_NAMES = "hf_names"
+#: the layouts an ``hf_names`` declaration may ask for
+LAYOUTS = ("same", "transposed", "interleaved")
+#: the components import-hf chooses for each architecture (and what state_to_hf assumes when not told)
+IMPORT_COMPONENTS = {"gpt2": {"position": "learned", "norm": "layernorm", "mlp": "gelu"},
+                     "llama": {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu"}}
+#: the base-model prefix of each architecture's tensor names
+HF_PREFIX = {"gpt2": "transformer.", "llama": "model."}
+#: where each norm sits: (our module, HF module), ``{i}`` the layer index; names below the prefix
+NORM_PLACES = {"gpt2": (("blocks.{i}.norm_attn.", "h.{i}.ln_1."), ("blocks.{i}.norm_mlp.", "h.{i}.ln_2.")),
+               "llama": (("blocks.{i}.norm_attn.", "layers.{i}.input_layernorm."),
+                         ("blocks.{i}.norm_mlp.", "layers.{i}.post_attention_layernorm."))}
+FINAL_NORM = {"gpt2": ("norm_f.", "ln_f."), "llama": ("norm_f.", "norm.")}
+MLP_PLACE = {"gpt2": ("blocks.{i}.mlp.", "h.{i}.mlp."), "llama": ("blocks.{i}.mlp.", "layers.{i}.mlp.")}
+#: architectures whose HF modules always have biases: a bias-free plugformer model exports zeros there
+ALWAYS_BIASED = ("gpt2",)
 GPT2_TANH_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 GPT2_EXACT_ACTIVATIONS = ("gelu",)
 HF_ROPE_TYPES = ("default", "linear")
@@ -89,7 +112,7 @@ def _gpt2_plan(hf: Mapping[str, Any]) -> ImportPlan:
     tie = bool(hf.get("tie_word_embeddings", True))
     return ImportPlan(
         family="gpt2",
-        groups={"position": "learned", "norm": "layernorm", "mlp": "gelu"},
+        groups=dict(IMPORT_COMPONENTS["gpt2"]),
         values={"model.n_layers": int(hf["n_layer"]), "model.d_model": d, "model.n_heads": int(hf["n_head"]),
                 "model.n_kv_heads": None, "model.max_seq_len": int(hf["n_positions"]), "model.bias": True,
                 "model.tie_embeddings": tie, "model.dropout": 0.0,
@@ -141,7 +164,7 @@ def _llama_plan(hf: Mapping[str, Any]) -> ImportPlan:
     if rope_type == "linear":
         values["position.scaling"] = "linear"
         values["position.scaling_factor"] = float(rope["factor"])
-    return ImportPlan(family="llama", groups={"position": "rope", "norm": "rmsnorm", "mlp": "swiglu"},
+    return ImportPlan(family="llama", groups=dict(IMPORT_COMPONENTS["llama"]),
                       values=values, tie_embeddings=values["model.tie_embeddings"],
                       eos_token_id=_first_id(hf.get("eos_token_id")))
 
@@ -194,18 +217,77 @@ def _head(take: _Taker, embedding: Any, tied: bool) -> Any:
     return head
 
 
-def _gpt2_from_hf(hf_state: Mapping[str, Any], n_layers: int, tied: bool) -> dict[str, Any]:
-    take = _Taker(_strip_prefix(hf_state, "transformer."), ignore=(".attn.bias", ".attn.masked_bias"))
-    out = {"tok_emb.weight": take("wte.weight"), "position.wpe.weight": take("wpe.weight")}
+Rule = tuple[tuple[str, ...], str]  # (HF names, layout)
+
+
+def declared_names(registries: Any, family: str, name: str) -> dict[str, dict[str, Any]]:
+    """The ``hf_names`` declaration of ``family`` component ``name`` (``{}``: it declares none)."""
+    return dict(registries[family].get(name).capabilities.get(HF_NAMES) or {})
+
+
+def component_rules(registries: Any, components: Mapping[str, str], model_type: str) -> dict[str, dict[str, Rule]]:
+    """``{family: {our parameter: (HF names, layout)}}`` for the position, norm and mlp in ``components``,
+    as each declares them for ``model_type``; a ConfigError naming a component that declares nothing."""
+    rules: dict[str, dict[str, Rule]] = {}
+    for family in ("position", "norm", "mlp"):
+        name = components[family]
+        declared = declared_names(registries, family, name)
+        if model_type not in declared:
+            raise ConfigError(f"{family} {name!r} declares no Hugging Face {model_type} parameter names "
+                              f"(its {HF_NAMES} capability covers: {', '.join(declared) or 'nothing'})")
+        rules[family] = {ours: _rule(family, name, value) for ours, value in declared[model_type].items()}
+    return rules
+
+
+def _rule(family: str, name: str, value: Any) -> Rule:
+    """``"hf"`` | ``("hf", layout)`` | ``(("a", "b"), "interleaved")`` → (HF names, layout)."""
+    names, layout = (value, "same") if isinstance(value, str) else tuple(value)
+    names = (names,) if isinstance(names, str) else tuple(names)
+    if layout not in LAYOUTS or (len(names) == 2) != (layout == "interleaved") or len(names) not in (1, 2):
+        raise ConfigError(f"{family} {name!r}: {HF_NAMES} entry {value!r} is not a name, (name, 'transposed') "
+                          "or ((name_a, name_b), 'interleaved')")
+    return names, layout
+
+
+def _take_declared(take: _Taker, rules: Mapping[str, Rule], ours_prefix: str, hf_prefix: str,
+                   out: dict[str, Any]) -> None:
+    """Move the tensors ``rules`` name from ``take`` into ``out`` under our names (biases the HF model
+    does not have are skipped; strict loading catches a bias the plugformer model needs)."""
+    for ours, (names, layout) in rules.items():
+        keys = [hf_prefix + n for n in names]
+        if ours.rpartition(".")[2] == "bias" and keys[0] not in take.state:
+            continue
+        tensors = [take(k) for k in keys]
+        if layout == "transposed":
+            out[ours_prefix + ours] = tensors[0].t().contiguous()
+        elif layout == "interleaved":
+            out[ours_prefix + ours] = interleave_gate_up(*tensors)
+        else:
+            out[ours_prefix + ours] = tensors[0]
+
+
+def _components_from_hf(take: _Taker, rules: Mapping[str, Mapping[str, Rule]], model_type: str, n_layers: int,
+                        out: dict[str, Any]) -> None:
+    """The position encoding's, every norm's and every MLP's tensors, as their plugins name them."""
+    _take_declared(take, rules["position"], "position.", "", out)
+    for i in range(n_layers):
+        for ours, theirs in NORM_PLACES[model_type]:
+            _take_declared(take, rules["norm"], ours.format(i=i), theirs.format(i=i), out)
+        ours, theirs = MLP_PLACE[model_type]
+        _take_declared(take, rules["mlp"], ours.format(i=i), theirs.format(i=i), out)
+    _take_declared(take, rules["norm"], *FINAL_NORM[model_type], out)
+
+
+def _gpt2_from_hf(hf_state: Mapping[str, Any], n_layers: int, tied: bool,
+                  rules: Mapping[str, Mapping[str, Rule]]) -> dict[str, Any]:
+    take = _Taker(_strip_prefix(hf_state, HF_PREFIX["gpt2"]), ignore=(".attn.bias", ".attn.masked_bias"))
+    out = {"tok_emb.weight": take("wte.weight")}
     for i in range(n_layers):
         h, b = f"h.{i}.", f"blocks.{i}."
-        for ours, theirs, conv in (("norm_attn", "ln_1", False), ("attn.qkv", "attn.c_attn", True),
-                                   ("attn.proj_out", "attn.c_proj", True), ("norm_mlp", "ln_2", False),
-                                   ("mlp.proj_in", "mlp.c_fc", True), ("mlp.proj_out", "mlp.c_proj", True)):
-            w = take(h + theirs + ".weight")
-            out[b + ours + ".weight"] = w.t().contiguous() if conv else w
+        for ours, theirs in (("attn.qkv", "attn.c_attn"), ("attn.proj_out", "attn.c_proj")):
+            out[b + ours + ".weight"] = take(h + theirs + ".weight").t().contiguous()  # Conv1D: in × out
             out[b + ours + ".bias"] = take(h + theirs + ".bias")
-    out["norm_f.weight"], out["norm_f.bias"] = take("ln_f.weight"), take("ln_f.bias")
+    _components_from_hf(take, rules, "gpt2", n_layers, out)
     out["lm_head.weight"] = _head(take, out["tok_emb.weight"], tied)
     take.check_empty()
     return out
@@ -224,34 +306,32 @@ def split_gate_up(fused: Any) -> tuple[Any, Any]:
     return pairs[:, 0].contiguous(), pairs[:, 1].contiguous()
 
 
-def _llama_from_hf(hf_state: Mapping[str, Any], n_layers: int, bias: bool, tied: bool) -> dict[str, Any]:
+def _llama_from_hf(hf_state: Mapping[str, Any], n_layers: int, bias: bool, tied: bool,
+                   rules: Mapping[str, Mapping[str, Rule]]) -> dict[str, Any]:
     import torch
 
-    take = _Taker(_strip_prefix(hf_state, "model."), ignore=(".rotary_emb.inv_freq",))
+    take = _Taker(_strip_prefix(hf_state, HF_PREFIX["llama"]), ignore=(".rotary_emb.inv_freq",))
     out = {"tok_emb.weight": take("embed_tokens.weight")}
     params = ("weight", "bias") if bias else ("weight",)
     for i in range(n_layers):
         h, b = f"layers.{i}.", f"blocks.{i}."
-        out[b + "norm_attn.weight"] = take(h + "input_layernorm.weight")
-        out[b + "norm_mlp.weight"] = take(h + "post_attention_layernorm.weight")
         for p in params:
             out[b + f"attn.qkv.{p}"] = torch.cat([take(h + f"self_attn.{n}_proj.{p}") for n in "qkv"], dim=0)
             out[b + f"attn.proj_out.{p}"] = take(h + f"self_attn.o_proj.{p}")
-            out[b + f"mlp.proj_in.{p}"] = interleave_gate_up(take(h + f"mlp.gate_proj.{p}"),
-                                                             take(h + f"mlp.up_proj.{p}"))
-            out[b + f"mlp.proj_out.{p}"] = take(h + f"mlp.down_proj.{p}")
-    out["norm_f.weight"] = take("norm.weight")
+    _components_from_hf(take, rules, "llama", n_layers, out)
     out["lm_head.weight"] = _head(take, out["tok_emb.weight"], tied)
     take.check_empty()
     return out
 
 
-def state_from_hf(plan: ImportPlan, hf_state: Mapping[str, Any]) -> dict[str, Any]:
-    """plugformer ``state_dict`` (float32) for the HF weights ``hf_state`` of the model ``plan`` describes."""
+def state_from_hf(plan: ImportPlan, hf_state: Mapping[str, Any], registries: Any = None) -> dict[str, Any]:
+    """plugformer ``state_dict`` (float32) for the HF weights ``hf_state`` of the model ``plan`` describes;
+    the components' parameters are renamed as their plugins declare (``registries``: this process's)."""
     n_layers = int(plan.values["model.n_layers"])
+    rules = component_rules(registries or get_registries(), plan.groups, plan.family)
     if plan.family == "gpt2":
-        return _gpt2_from_hf(hf_state, n_layers, plan.tie_embeddings)
-    return _llama_from_hf(hf_state, n_layers, bool(plan.values["model.bias"]), plan.tie_embeddings)
+        return _gpt2_from_hf(hf_state, n_layers, plan.tie_embeddings, rules)
+    return _llama_from_hf(hf_state, n_layers, bool(plan.values["model.bias"]), plan.tie_embeddings, rules)
 
 
 # -- plugformer → HF --------------------------------------------------------------------------------
@@ -264,9 +344,16 @@ def _value(node: Any, key: str, default: Any = None) -> Any:
     return getattr(value, "value", value)  # enums (e.g. mlp.approximate) as their plain value
 
 
-def export_family(cfg: Any, causal_objectives: tuple[str, ...] = ("clm",)) -> str:
+def _exports_as(registries: Any, family: str, name: str) -> list[str]:
+    return [t for t in declared_names(registries, family, name) if t in FAMILIES]
+
+
+def export_family(cfg: Any, causal_objectives: tuple[str, ...] = ("clm",), registries: Any = None) -> str:
     """``gpt2`` or ``llama`` for a plugformer train config, or a ConfigError naming the component that has
-    no HF equivalent. ``causal_objectives``: the objectives that train a causal LM (e.g. sft, dpo too)."""
+    no HF equivalent. ``causal_objectives``: the objectives that train a causal LM (e.g. sft, dpo too).
+    The architecture is the one the position encoding declares HF names for (``hf_names``); the norm and
+    MLP must declare names for it too."""
+    registries = registries or get_registries()
     objective = _name(cfg.get("objective"))
     if objective not in causal_objectives:
         raise ConfigError(f"objective {objective!r} has no Hugging Face causal-LM equivalent (exportable: "
@@ -281,19 +368,20 @@ def export_family(cfg: Any, causal_objectives: tuple[str, ...] = ("clm",)) -> st
     for key in ("layer_pattern", "layer_overrides"):
         if cfg.model.get(key):
             raise ConfigError(f"model.{key} (per-layer components) has no GPT-2/Llama equivalent")
-    position, norm, mlp = _name(cfg.position), _name(cfg.norm), _name(cfg.mlp)
-    wanted = {"learned": ("gpt2", "layernorm", "gelu"), "rope": ("llama", "rmsnorm", "swiglu")}
-    if position not in wanted:
-        raise ConfigError(f"position {position!r} has no Hugging Face equivalent; exportable: learned (GPT-2), "
-                          "rope (Llama)")
-    family, want_norm, want_mlp = wanted[position]
-    if norm != want_norm:
-        raise ConfigError(f"norm {norm!r} with position {position!r} has no Hugging Face equivalent "
-                          f"({family} needs norm {want_norm!r})")
-    if mlp != want_mlp:
-        raise ConfigError(f"mlp {mlp!r} with position {position!r} has no Hugging Face equivalent "
-                          f"({family} needs mlp {want_mlp!r})")
-    return family
+    position = _name(cfg.position)
+    families = _exports_as(registries, "position", position)
+    if not families:
+        offered = ", ".join(f"{e.name} ({'/'.join(_exports_as(registries, 'position', e.name))})"
+                            for e in registries.position if _exports_as(registries, "position", e.name))
+        raise ConfigError(f"position {position!r} has no Hugging Face equivalent; exportable: {offered or 'none'}")
+    for family in ("norm", "mlp"):
+        name = _name(cfg[family])
+        if not set(_exports_as(registries, family, name)) & set(families):
+            fits = [e.name for e in registries[family] if set(_exports_as(registries, family, e.name)) & set(families)]
+            raise ConfigError(f"{family} {name!r} with position {position!r} has no Hugging Face equivalent "
+                              f"({'/'.join(families)} needs {family} {' or '.join(repr(f) for f in fits) or '?'})")
+    norm, mlp = (set(_exports_as(registries, f, _name(cfg[f]))) for f in ("norm", "mlp"))
+    return next(f for f in families if f in norm and f in mlp)
 
 
 def swiglu_width(mlp: Any, d_model: int) -> int:
@@ -323,9 +411,9 @@ def _rope_export(position: Any, head_dim: int) -> dict[str, Any]:
 
 
 def hf_config_from_plugformer(cfg: Any, vocab_size: int, eos_id: int | None, pad_id: int | None,
-                              causal_objectives: tuple[str, ...] = ("clm",)) -> dict[str, Any]:
+                              causal_objectives: tuple[str, ...] = ("clm",), registries: Any = None) -> dict[str, Any]:
     """The HF config (as keyword arguments of ``GPT2Config``/``LlamaConfig`` plus ``model_type``)."""
-    family, m = export_family(cfg, causal_objectives), cfg.model
+    family, m = export_family(cfg, causal_objectives, registries), cfg.model
     d, heads = int(m.d_model), int(m.n_heads)
     kv = int(m.n_kv_heads or heads)
     max_len = int(m.max_seq_len or cfg.data.seq_len)
@@ -348,55 +436,89 @@ def hf_config_from_plugformer(cfg: Any, vocab_size: int, eos_id: int | None, pad
             **_rope_export(cfg.position, d // heads)}
 
 
-def _gpt2_to_hf(state: Mapping[str, Any], n_layers: int, tied: bool) -> dict[str, Any]:
+def _put_declared(state: Mapping[str, Any], rules: Mapping[str, Rule], ours_prefix: str, hf_prefix: str,
+                  out: dict[str, Any], zero_biases: bool) -> None:
+    """Our tensors named by ``rules`` into ``out`` under HF names; a missing bias is skipped, or exported as
+    zeros (``zero_biases``: the HF module always has one)."""
+    import torch
+
+    for ours, (names, layout) in rules.items():
+        key = ours_prefix + ours
+        if key in state:
+            tensor = state[key].float()
+        elif zero_biases and ours.rpartition(".")[2] == "bias" and key[:-4] + "weight" in state:
+            tensor = torch.zeros(state[key[:-4] + "weight"].shape[0])  # a bias-free model: exact zero biases
+        else:
+            continue
+        if layout == "transposed":
+            out[hf_prefix + names[0]] = tensor.t().contiguous()
+        elif layout == "interleaved":
+            out[hf_prefix + names[0]], out[hf_prefix + names[1]] = split_gate_up(tensor)
+        else:
+            out[hf_prefix + names[0]] = tensor
+
+
+def _components_to_hf(state: Mapping[str, Any], rules: Mapping[str, Mapping[str, Rule]], model_type: str,
+                      n_layers: int, out: dict[str, Any]) -> None:
+    """The position encoding's, every norm's and every MLP's tensors under their declared HF names."""
+    prefix, zeros = HF_PREFIX[model_type], model_type in ALWAYS_BIASED
+    _put_declared(state, rules["position"], "position.", prefix, out, zeros)
+    for i in range(n_layers):
+        for ours, theirs in NORM_PLACES[model_type]:
+            _put_declared(state, rules["norm"], ours.format(i=i), prefix + theirs.format(i=i), out, zeros)
+        ours, theirs = MLP_PLACE[model_type]
+        _put_declared(state, rules["mlp"], ours.format(i=i), prefix + theirs.format(i=i), out, zeros)
+    ours, theirs = FINAL_NORM[model_type]
+    _put_declared(state, rules["norm"], ours, prefix + theirs, out, zeros)
+
+
+def _gpt2_to_hf(state: Mapping[str, Any], n_layers: int, tied: bool,
+                rules: Mapping[str, Mapping[str, Rule]]) -> dict[str, Any]:
     import torch
 
     def bias_of(key: str, width: int) -> Any:  # a bias-free plugformer model exports exact zero biases
         return state[key].float() if key in state else torch.zeros(width)
 
-    out = {"transformer.wte.weight": state["tok_emb.weight"].float(),
-           "transformer.wpe.weight": state["position.wpe.weight"].float()}
+    out = {"transformer.wte.weight": state["tok_emb.weight"].float()}
     for i in range(n_layers):
         h, b = f"transformer.h.{i}.", f"blocks.{i}."
-        for ours, theirs, conv in (("norm_attn", "ln_1", False), ("attn.qkv", "attn.c_attn", True),
-                                   ("attn.proj_out", "attn.c_proj", True), ("norm_mlp", "ln_2", False),
-                                   ("mlp.proj_in", "mlp.c_fc", True), ("mlp.proj_out", "mlp.c_proj", True)):
+        for ours, theirs in (("attn.qkv", "attn.c_attn"), ("attn.proj_out", "attn.c_proj")):
             w = state[b + ours + ".weight"].float()
-            out[h + theirs + ".weight"] = w.t().contiguous() if conv else w
+            out[h + theirs + ".weight"] = w.t().contiguous()  # Conv1D: in × out
             out[h + theirs + ".bias"] = bias_of(b + ours + ".bias", w.shape[0])
-    out["transformer.ln_f.weight"] = state["norm_f.weight"].float()
-    out["transformer.ln_f.bias"] = bias_of("norm_f.bias", state["norm_f.weight"].shape[0])
+    _components_to_hf(state, rules, "gpt2", n_layers, out)
     if not tied:
         out["lm_head.weight"] = state["lm_head.weight"].float()
     return out
 
 
-def _llama_to_hf(state: Mapping[str, Any], n_layers: int, tied: bool, hf: Mapping[str, Any]) -> dict[str, Any]:
+def _llama_to_hf(state: Mapping[str, Any], n_layers: int, tied: bool, hf: Mapping[str, Any],
+                 rules: Mapping[str, Mapping[str, Rule]]) -> dict[str, Any]:
     d, kv_width = hf["hidden_size"], hf["num_key_value_heads"] * hf["head_dim"]
-    out = {"model.embed_tokens.weight": state["tok_emb.weight"].float(),
-           "model.norm.weight": state["norm_f.weight"].float()}
+    out = {"model.embed_tokens.weight": state["tok_emb.weight"].float()}
     params = ("weight", "bias") if hf["attention_bias"] else ("weight",)
     for i in range(n_layers):
         h, b = f"model.layers.{i}.", f"blocks.{i}."
-        out[h + "input_layernorm.weight"] = state[b + "norm_attn.weight"].float()
-        out[h + "post_attention_layernorm.weight"] = state[b + "norm_mlp.weight"].float()
         for p in params:
             q, k, v = state[b + f"attn.qkv.{p}"].float().split([d, kv_width, kv_width], dim=0)
             out[h + f"self_attn.q_proj.{p}"], out[h + f"self_attn.k_proj.{p}"] = q.contiguous(), k.contiguous()
             out[h + f"self_attn.v_proj.{p}"] = v.contiguous()
             out[h + f"self_attn.o_proj.{p}"] = state[b + f"attn.proj_out.{p}"].float()
-            out[h + f"mlp.gate_proj.{p}"], out[h + f"mlp.up_proj.{p}"] = split_gate_up(
-                state[b + f"mlp.proj_in.{p}"].float())
-            out[h + f"mlp.down_proj.{p}"] = state[b + f"mlp.proj_out.{p}"].float()
+    _components_to_hf(state, rules, "llama", n_layers, out)
     if not tied:
         out["lm_head.weight"] = state["lm_head.weight"].float()
     return out
 
 
-def state_to_hf(hf: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
-    """HF tensors (names as ``*ForCausalLM.save_pretrained`` writes them) for a plugformer ``state_dict``."""
+def state_to_hf(hf: Mapping[str, Any], state: Mapping[str, Any], components: Mapping[str, str] | None = None,
+                registries: Any = None) -> dict[str, Any]:
+    """HF tensors (names as ``*ForCausalLM.save_pretrained`` writes them) for a plugformer ``state_dict``.
+    ``components``: the model's ``{position, norm, mlp}`` names (default: what import-hf picks for
+    ``hf["model_type"]``), renamed as their plugins declare (``registries``: this process's)."""
     n_layers = int(hf.get("n_layer") or hf.get("num_hidden_layers"))
     tied = bool(hf["tie_word_embeddings"])
-    if hf["model_type"] == "gpt2":
-        return _gpt2_to_hf(state, n_layers, tied)
-    return _llama_to_hf(state, n_layers, tied, hf)
+    model_type = hf["model_type"]
+    rules = component_rules(registries or get_registries(), components or IMPORT_COMPONENTS[model_type], model_type)
+    if model_type == "gpt2":
+        return _gpt2_to_hf(state, n_layers, tied, rules)
+    return _llama_to_hf(state, n_layers, tied, hf, rules)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from plugformer.cli.keyvalue import parse_keyvalues
+from plugformer.commands import parse_keyvalues
 
 KEYS = ("dir", "out")
 
@@ -25,7 +25,7 @@ examples:
 
 def run(args: list[str]) -> int:
     """Parse, convert, print a one-line summary."""
-    from plugformer.interop.import_hf import import_hf
+    from plugformer_hf.import_hf import import_hf
 
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="", file=sys.stdout if args else sys.stderr)

@@ -3,7 +3,7 @@
 Importing this module registers :class:`PlugformerLM` in lm_eval's model registry (lm_eval has no
 entry-point discovery for models), after which::
 
-    import plugformer.interop.lm_eval_adapter  # noqa: F401
+    import plugformer_hf.lm_eval_adapter  # noqa: F401
     lm_eval.simple_evaluate(model="plugformer", model_args="checkpoint=DIR", tasks=[...])
 
 works for any task, including local YAML tasks over local files (``TaskManager(include_path=...)``);
@@ -25,7 +25,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from plugformer.generation import Generator, Sampling
 from plugformer.inference import load_model_for_inference
-from plugformer.plugins import load_plugins
+from plugformer import load_plugins
 from plugformer.precision import autocast
 
 MODEL_NAME = "plugformer"

@@ -41,7 +41,7 @@ def tiny_gpt2(directory: Path):
 @pytest.fixture
 def gpt2_checkpoint(tmp_path):
     """(the transformers model, its tokenizer, the imported plugformer checkpoint directory)."""
-    from plugformer.interop.import_hf import import_hf
+    from plugformer_hf.import_hf import import_hf
 
     model, tok = tiny_gpt2(tmp_path / "hf")
     return model, tok, import_hf(tmp_path / "hf", tmp_path / "ckpt").out
@@ -153,8 +153,8 @@ def test_lm_eval_adapter_scores_like_lm_evals_own_hf_model(cli, tmp_path, gpt2_c
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
-    from plugformer.interop.export_hf import export_hf
-    from plugformer.interop.lm_eval_adapter import PlugformerLM
+    from plugformer_hf.export_hf import export_hf
+    from plugformer_hf.lm_eval_adapter import PlugformerLM
 
     _, _, ckpt = gpt2_checkpoint
     tasks = tmp_path / "tasks"

@@ -12,8 +12,8 @@ import torch
 transformers = pytest.importorskip("transformers", reason="HF interop tests need transformers (pip install .[hf])")
 
 from plugformer.generation import Generator, Sampling
-from plugformer.interop.export_hf import export_hf
-from plugformer.interop.import_hf import import_hf
+from plugformer_hf.export_hf import export_hf
+from plugformer_hf.import_hf import import_hf
 from plugformer.plugins import load_plugins
 
 EOS = "<|endoftext|>"

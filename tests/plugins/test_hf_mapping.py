@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from plugformer.errors import ConfigError
-from plugformer.interop.hf_mapping import (
+from plugformer_hf.hf_mapping import (
     export_family,
     hf_config_from_plugformer,
     interleave_gate_up,
@@ -139,3 +139,50 @@ def test_components_without_a_hf_equivalent_are_refused_by_name(tiny_config, ove
 def test_export_family_follows_the_position_encoding(tiny_config):
     assert export_family(tiny_config("position=learned", "norm=layernorm", "mlp=gelu")) == "gpt2"
     assert export_family(tiny_config("position=rope", "norm=rmsnorm", "mlp=swiglu")) == "llama"
+
+
+
+def _registries_with_norms(fake_plugin, **norms):
+    """The first-party plugins plus a third-party one registering ``norms`` (name → its ``hf_names``
+    declaration, or None for none): LayerNorm under other names."""
+    from importlib.metadata import entry_points
+
+    from plugformer import hookimpl
+    from plugformer.plugins import LoadSettings, PluginHost
+
+    @hookimpl
+    def plugformer_register(registries):
+        for name, declared in norms.items():
+            registries.norm.register(name, "plugformer_layers.modules:LayerNorm",
+                                     schema="plugformer_layers.schemas:LayerNormConfig",
+                                     capabilities={"hf_names": declared} if declared is not None else {})
+
+    first_party = [ep for ep in entry_points(group="plugformer") if ep.dist and ep.dist.name == "plugformer"]
+    host = PluginHost()
+    host.load_entry_points([*first_party, fake_plugin("fake_norms", "norms", plugformer_register=plugformer_register)],
+                           LoadSettings())
+    return host.registries
+
+
+def _export_cfg(norm: str):
+    return OmegaConf.create({"objective": {"name": "clm"}, "attention": {"name": "sdpa", "window": None},
+                             "model": {"layer_pattern": None, "layer_overrides": None},
+                             "position": {"name": "learned"}, "norm": {"name": norm}, "mlp": {"name": "gelu"}})
+
+
+def test_a_new_plugin_declares_its_own_hf_names_without_editing_plugformer_hf(fake_plugin, tiny_config,
+                                                                               builtin_host):
+    registries = _registries_with_norms(fake_plugin, my_norm={"gpt2": {"weight": "weight", "bias": "bias"}},
+                                        silent_norm=None, odd_norm={"gpt2": {"weight": ("scale", "rotated")}})
+    assert export_family(_export_cfg("my_norm"), registries=registries) == "gpt2"
+    with pytest.raises(ConfigError, match="norm 'silent_norm' with position 'learned' has no Hugging Face "
+                                          "equivalent .gpt2 needs norm 'layernorm' or 'my_norm'"):
+        export_family(_export_cfg("silent_norm"), registries=registries)
+    cfg, model = _model(tiny_config, builtin_host, "position=learned", "norm=layernorm", "mlp=gelu")
+    hf = hf_config_from_plugformer(cfg, 50, 0, None)
+    ours = {"position": "learned", "norm": "my_norm", "mlp": "gelu"}
+    renamed = state_to_hf(hf, model.state_dict(), ours, registries)
+    reference = state_to_hf(hf, model.state_dict())
+    assert set(renamed) == set(reference) and all(torch.equal(renamed[k], reference[k]) for k in reference)
+    with pytest.raises(ConfigError, match="norm 'odd_norm': hf_names entry"):
+        state_to_hf(hf, model.state_dict(), {**ours, "norm": "odd_norm"}, registries)

@@ -9,7 +9,7 @@ is refused before anything is written, naming the component. The directory is wr
 
 A LoRA adapter (the checkpoint's own, when it was trained with ``adapter=lora``, or ``adapter=DIR`` on a
 plain base) exports next to the base model, renamed for it, in ``out/adapter/`` (PEFT's format; see
-:mod:`plugformer.interop.adapter_export`): the base model is exported unmerged.
+:mod:`plugformer_hf.adapter_export`): the base model is exported unmerged.
 """
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plugformer.errors import ConfigError, UnavailableError
-from plugformer.interop.adapter_export import (
+from plugformer import ConfigError, UnavailableError
+from plugformer_hf.adapter_export import (
     adapter_to_export,
     base_state,
     convert_adapter,
     read_adapter,
     write_adapter,
 )
-from plugformer.interop.hf_mapping import hf_config_from_plugformer, state_to_hf
+from plugformer_hf.hf_mapping import component_rules, hf_config_from_plugformer, state_to_hf
 
 TOKENIZER_JSON = "tokenizer.json"
 CAST_QUANTIZERS = ("none", "bf16", "fp16")  # plain casts: the weights export as float32
@@ -102,8 +102,8 @@ def export_hf(checkpoint: str | Path, out: str | Path, host: Any = None,
 
     from plugformer.build import component_config
     from plugformer.checkpoint import load_model
+    from plugformer import load_plugins
     from plugformer.checkpoint import check_checkpoint_dir
-    from plugformer.plugins import load_plugins
 
     started = time.perf_counter()
     ckpt, out = check_checkpoint_dir(Path(checkpoint).expanduser()), Path(out).expanduser()
@@ -116,12 +116,15 @@ def export_hf(checkpoint: str | Path, out: str | Path, host: Any = None,
     entry = registries.tokenizer.get(cfg.tokenizer.name)
     tokenizer = entry.load().load(component_config(entry, cfg.tokenizer), ckpt / "tokenizer")
     causal = tuple(e.name for e in registries.objective if e.capabilities.get("causal")) or ("clm",)
-    hf = hf_config_from_plugformer(cfg, tokenizer.vocab_size, tokenizer.eos_id, tokenizer.pad_id, causal)
+    hf = hf_config_from_plugformer(cfg, tokenizer.vocab_size, tokenizer.eos_id, tokenizer.pad_id, causal, registries)
     transformers = _transformers()
     config_class = transformers.GPT2Config if hf["model_type"] == "gpt2" else transformers.LlamaConfig
     kwargs = {k: v for k, v in hf.items() if k != "model_type"}
-    tensors = state_to_hf(hf, base_state(load_model(ckpt)))
-    hf_adapter = convert_adapter(hf, *read_adapter(adapter_dir), adapter_dir) if adapter_dir is not None else None
+    components = {family: str(cfg[family].name) for family in ("position", "norm", "mlp")}
+    tensors = state_to_hf(hf, base_state(load_model(ckpt)), components, registries)
+    mlp_rules = component_rules(registries, components, hf["model_type"])["mlp"]
+    hf_adapter = convert_adapter(hf, *read_adapter(adapter_dir), adapter_dir, mlp_rules) \
+        if adapter_dir is not None else None
     tmp = out.parent / f".tmp-{out.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

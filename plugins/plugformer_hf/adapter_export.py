@@ -2,7 +2,8 @@
 Hugging Face model's module names, so that ``peft.PeftModel.from_pretrained(AutoModelForCausalLM
 .from_pretrained(out), out / "adapter")`` applies it unmerged, as plugformer does.
 
-The conversion follows the base-weight export in :mod:`plugformer.interop.hf_mapping` exactly:
+The conversion follows the base-weight export in :mod:`plugformer_hf.hf_mapping` exactly (the MLP's HF
+module names come from its plugin's ``hf_names`` declaration, as for the base weights):
 
 - LoRA computes ``W x + s · B A x``: ``A`` acts on the layer's input, ``B`` produces its output rows. A
   fused plugformer layer split into several HF layers (Llama's ``qkv`` → ``q_proj``/``k_proj``/``v_proj``,
@@ -24,8 +25,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from plugformer.errors import ConfigError
-from plugformer.interop.hf_mapping import split_gate_up
+from plugformer import ConfigError, get_registries
+from plugformer_hf.hf_mapping import HF_PREFIX, IMPORT_COMPONENTS, MLP_PLACE, Rule, component_rules, split_gate_up
 
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -44,17 +45,21 @@ def _all_rows(t: Any) -> Any:
     return t
 
 
-def hf_targets(hf: Mapping[str, Any], module: str) -> list[tuple[str, RowPick]]:
+def hf_targets(hf: Mapping[str, Any], module: str, mlp_rules: Mapping[str, Rule] | None = None
+               ) -> list[tuple[str, RowPick]]:
     """The HF modules (full names in ``*ForCausalLM``) a plugformer ``module`` becomes, each with the output
-    rows it keeps; a ConfigError when it has none."""
+    rows it keeps; a ConfigError when it has none. The MLP's modules are named as the MLP plugin declares
+    (``mlp_rules``: its ``hf_names`` rules for this architecture; default: the first-party MLP's)."""
     match = _BLOCK.match(module)
     if match is None:
         raise ConfigError(f"adapter target '{module}' has no Hugging Face counterpart (exportable: "
                           "blocks.N.attn.qkv, blocks.N.attn.proj_out, blocks.N.mlp.proj_in, blocks.N.mlp.proj_out)")
     i, part = match.groups()
-    if hf["model_type"] == "gpt2":
-        theirs = {"attn.qkv": "attn.c_attn", "attn.proj_out": "attn.c_proj", "mlp.proj_in": "mlp.c_fc",
-                  "mlp.proj_out": "mlp.c_proj"}[part]
+    model_type = hf["model_type"]
+    if part.startswith("mlp."):
+        return _mlp_targets(model_type, int(i), part.removeprefix("mlp."), mlp_rules)
+    if model_type == "gpt2":
+        theirs = {"attn.qkv": "attn.c_attn", "attn.proj_out": "attn.c_proj"}[part]
         return [(f"transformer.h.{i}.{theirs}", _all_rows)]
     h = f"model.layers.{i}."
     if part == "attn.qkv":
@@ -62,10 +67,25 @@ def hf_targets(hf: Mapping[str, Any], module: str) -> list[tuple[str, RowPick]]:
         bounds = {"q": (0, d), "k": (d, d + kv), "v": (d + kv, d + 2 * kv)}
         return [(f"{h}self_attn.{n}_proj", lambda t, lo=lo, hi=hi: t[lo:hi].contiguous())
                 for n, (lo, hi) in bounds.items()]
-    if part == "mlp.proj_in":
-        return [(f"{h}mlp.gate_proj", lambda t: split_gate_up(t)[0]),
-                (f"{h}mlp.up_proj", lambda t: split_gate_up(t)[1])]
-    return [(h + ("self_attn.o_proj" if part == "attn.proj_out" else "mlp.down_proj"), _all_rows)]
+    return [(h + "self_attn.o_proj", _all_rows)]
+
+
+def _mlp_targets(model_type: str, layer: int, linear: str, mlp_rules: Mapping[str, Rule] | None
+                 ) -> list[tuple[str, RowPick]]:
+    """The HF modules of MLP linear ``linear`` (``proj_in``/``proj_out``) of block ``layer``, from the rule
+    its plugin declares for ``linear.weight`` (an interleaved pair keeps alternate rows each)."""
+    if mlp_rules is None:
+        mlp_rules = component_rules(get_registries(), IMPORT_COMPONENTS[model_type], model_type)["mlp"]
+    rule = mlp_rules.get(f"{linear}.weight")
+    if rule is None:
+        raise ConfigError(f"adapter target 'blocks.{layer}.mlp.{linear}': the MLP declares no Hugging Face name "
+                          f"for {linear}.weight")
+    names, layout = rule
+    place = HF_PREFIX[model_type] + MLP_PLACE[model_type][1].format(i=layer)
+    modules = [place + n.removesuffix(".weight") for n in names]
+    if layout == "interleaved":
+        return [(modules[0], lambda t: split_gate_up(t)[0]), (modules[1], lambda t: split_gate_up(t)[1])]
+    return [(modules[0], _all_rows)]
 
 
 def _module_and_suffix(key: str) -> tuple[str, str]:
@@ -99,9 +119,10 @@ def check_exportable(config: Mapping[str, Any], directory: Path) -> None:
                           "does not rename")
 
 
-def convert_adapter(hf: Mapping[str, Any], config: Mapping[str, Any], tensors: Mapping[str, Any],
-                    directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(adapter_config.json, adapter tensors) for the HF model ``hf`` describes, from a plugformer adapter."""
+def convert_adapter(hf: Mapping[str, Any], config: Mapping[str, Any], tensors: Mapping[str, Any], directory: Path,
+                    mlp_rules: Mapping[str, Rule] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(adapter_config.json, adapter tensors) for the HF model ``hf`` describes, from a plugformer adapter
+    (``mlp_rules``: the model's MLP's ``hf_names`` rules, see :func:`hf_targets`)."""
     check_exportable(config, directory)
     by_module: dict[str, dict[str, Any]] = {}
     for key, tensor in tensors.items():
@@ -118,7 +139,7 @@ def convert_adapter(hf: Mapping[str, Any], config: Mapping[str, Any], tensors: M
     for module, parts in sorted(by_module.items()):
         if A_SUFFIX not in parts or B_SUFFIX not in parts:
             raise ConfigError(f"adapter '{directory}' has no {A_SUFFIX}/{B_SUFFIX} pair for '{module}'")
-        for name, rows in hf_targets(hf, module):
+        for name, rows in hf_targets(hf, module, mlp_rules):
             hf_names.append(name)
             out[f"{PEFT_PREFIX}{name}.{A_SUFFIX}"] = parts[A_SUFFIX].float().clone()  # one copy per split part
             out[f"{PEFT_PREFIX}{name}.{B_SUFFIX}"] = rows(parts[B_SUFFIX].float()).contiguous()

@@ -1,0 +1,69 @@
+"""``plugformer lm-eval checkpoint=DIR tasks=NAME[,NAME...] [tasks_dir=DIR] [limit=N] [out=FILE.json]``
+(also ``plugformer eval ... tasks=...``): lm-evaluation-harness on a checkpoint through the ``plugformer``
+model adapter (:mod:`plugformer_hf.lm_eval_adapter`)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from plugformer import ConfigError, UnavailableError
+from plugformer.commands import checkpoint_path, parse_keyvalues
+
+KEYS = ("checkpoint", "tasks", "tasks_dir", "limit", "device", "adapter", "out")
+
+USAGE = """\
+usage: plugformer lm-eval checkpoint=DIR tasks=NAME[,NAME...] [tasks_dir=DIR] [limit=N] [device=auto]
+                          [adapter=DIR] [out=FILE.json]
+       plugformer eval checkpoint=DIR tasks=NAME[,NAME...] ...   (the same)
+
+Runs lm-evaluation-harness (pip install 'plugformer[lm_eval]') tasks on the checkpoint: tasks from its
+catalogue or YAML tasks in tasks_dir (e.g. over a local JSONL file; set HF_DATASETS_OFFLINE=1 to be sure
+nothing is downloaded), at most limit documents each.
+
+example:
+  plugformer lm-eval checkpoint=ckpt/gpt2 tasks=my_task tasks_dir=my_tasks/ limit=100
+"""
+
+
+def _limit(values: dict[str, str]) -> int | None:
+    if "limit" not in values:
+        return None
+    try:
+        number = int(values["limit"])
+    except ValueError:
+        raise ConfigError(f"plugformer lm-eval: limit={values['limit']!r} is not a whole number") from None
+    if number < 1:
+        raise ConfigError(f"plugformer lm-eval: limit must be >= 1, got {number}")
+    return number
+
+
+def run(args: list[str]) -> int:
+    """Parse, run the tasks, print lm_eval's table (and write the results as JSON with ``out=``)."""
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="", file=sys.stdout if args else sys.stderr)
+        return 0 if args else 2
+    values = parse_keyvalues("lm-eval", args, KEYS, required=("checkpoint", "tasks"))
+    try:
+        from lm_eval.utils import make_table
+
+        from plugformer_hf.lm_eval_adapter import run_tasks
+    except ImportError as exc:
+        raise UnavailableError(f"plugformer eval tasks=... needs lm-evaluation-harness ({exc}); "
+                               "pip install 'plugformer[lm_eval]'") from None
+    from plugformer.checkpoint import write_json
+
+    tasks_dir = values.get("tasks_dir")
+    if tasks_dir is not None and not Path(tasks_dir).expanduser().is_dir():
+        raise ConfigError(f"plugformer lm-eval: tasks_dir={tasks_dir!r} is not a directory")
+    ckpt = checkpoint_path(values["checkpoint"])
+    tasks = [t for t in values["tasks"].split(",") if t]
+    try:
+        results = run_tasks(ckpt, tasks, Path(tasks_dir).expanduser() if tasks_dir else None, _limit(values),
+                            values.get("adapter"), values.get("device", "auto"))
+    except KeyError as exc:  # lm_eval's way of saying a task name is unknown
+        raise ConfigError(f"plugformer eval tasks={values['tasks']}: lm_eval says: {exc.args[0]} (searched its "
+                          f"catalogue{' and ' + tasks_dir if tasks_dir else ''})") from None
+    print(make_table(results))
+    if "out" in values:
+        write_json(Path(values["out"]).expanduser(), {"checkpoint": str(ckpt), "results": results["results"]})
+    return 0
