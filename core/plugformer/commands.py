@@ -21,7 +21,6 @@ import contextlib
 import importlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from plugformer.errors import PlugformerError, PluginLoadError, did_you_mean
 
@@ -175,13 +174,4 @@ def parse_keyvalues(command: str, args: Sequence[str], keys: Sequence[str], requ
     return values
 
 
-def checkpoint_path(value: str) -> Path:
-    """``checkpoint=`` as a directory: the checkpoint itself, or a run directory's ``checkpoints/last``."""
-    path = Path(value).expanduser()
-    last = path / "checkpoints" / "last"
-    if not (path / "model.safetensors").is_file() and last.exists():
-        return last.resolve()
-    return path
-
-
-__all__ = ["CORE_PROVIDER", "Command", "CommandFunction", "Commands", "checkpoint_path", "parse_keyvalues"]
+__all__ = ["CORE_PROVIDER", "Command", "CommandFunction", "Commands", "parse_keyvalues"]

@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from plugformer import ConfigError, get_registries
+from plugformer.checkpoint import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE
 from plugformer_hf.hf_mapping import HF_PREFIX, IMPORT_COMPONENTS, MLP_PLACE, Rule, component_rules, split_gate_up
 
-PEFT_CONFIG = "adapter_config.json"
-PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
 EXPORTABLE_PEFT_TYPES = ("LORA",)
 #: adapter entries whose saved adapter is plain LoRA on a full-precision base (qlora's base is 4-bit)
@@ -155,10 +154,10 @@ def read_adapter(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(adapter_config.json, tensors) of a PEFT adapter directory; a ConfigError when it is not one."""
     from safetensors.torch import load_file
 
-    if not (directory / PEFT_CONFIG).is_file() or not (directory / PEFT_WEIGHTS).is_file():
-        raise ConfigError(f"adapter '{directory}' is not a PEFT adapter directory (expected {PEFT_CONFIG} and "
-                          f"{PEFT_WEIGHTS}, e.g. <checkpoint>/adapter)")
-    return json.loads((directory / PEFT_CONFIG).read_text()), load_file(str(directory / PEFT_WEIGHTS))
+    if not (directory / PEFT_CONFIG_FILE).is_file() or not (directory / PEFT_WEIGHTS_FILE).is_file():
+        raise ConfigError(f"adapter '{directory}' is not a PEFT adapter directory (expected {PEFT_CONFIG_FILE} and "
+                          f"{PEFT_WEIGHTS_FILE}, e.g. <checkpoint>/adapter)")
+    return json.loads((directory / PEFT_CONFIG_FILE).read_text()), load_file(str(directory / PEFT_WEIGHTS_FILE))
 
 
 def adapter_to_export(ckpt: Path, cfg: Any, adapter: str | Path | None) -> Path | None:
@@ -194,8 +193,8 @@ def write_adapter(directory: Path, config: Mapping[str, Any], tensors: Mapping[s
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True)
-    (directory / PEFT_CONFIG).write_text(json.dumps(dict(config), indent=2, sort_keys=True) + "\n")
-    save_file(dict(tensors), str(directory / PEFT_WEIGHTS), metadata={"format": "pt"})
+    (directory / PEFT_CONFIG_FILE).write_text(json.dumps(dict(config), indent=2, sort_keys=True) + "\n")
+    save_file(dict(tensors), str(directory / PEFT_WEIGHTS_FILE), metadata={"format": "pt"})
 
 
 __all__ = ["adapter_to_export", "base_state", "check_exportable", "convert_adapter", "hf_targets", "read_adapter",

@@ -13,7 +13,6 @@ plain base) exports next to the base model, renamed for it, in ``out/adapter/`` 
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from plugformer_hf.adapter_export import (
     write_adapter,
 )
 from plugformer_hf.hf_mapping import component_rules, hf_config_from_plugformer, state_to_hf
+from plugformer_hf.import_hf import HF_WEIGHTS_FILE
 
 TOKENIZER_JSON = "tokenizer.json"
 CAST_QUANTIZERS = ("none", "bf16", "fp16")  # plain casts: the weights export as float32
@@ -77,7 +77,7 @@ def _write_tokenizer(tokenizer: Any, ckpt: Path, out: Path, max_len: int) -> boo
 def _check_plain(ckpt: Path, cfg: Any, adapter_exported: bool = False) -> None:
     """Only full-precision (or cast) weights export, with an adapter only through ``adapter_export``; say
     what to run first otherwise."""
-    from plugformer.inference import quantization_record
+    from plugformer.checkpoint import quantization_record
 
     record = quantization_record(ckpt)
     if record is not None:
@@ -97,24 +97,21 @@ def export_hf(checkpoint: str | Path, out: str | Path, host: Any = None,
               adapter: str | Path | None = None) -> ExportResult:
     """Write the HF model directory ``out`` (must not exist or be empty) for the plugformer ``checkpoint``,
     with its LoRA adapter (or ``adapter``, on a plain base) converted into ``out/adapter``."""
-    from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
-    from plugformer.build import component_config
-    from plugformer.checkpoint import load_model
     from plugformer import load_plugins
-    from plugformer.checkpoint import check_checkpoint_dir
+    from plugformer.checkpoint import (
+        ADAPTER_DIR, check_checkpoint_dir, check_new_dir, load_config, load_model, load_tokenizer, new_directory,
+    )
 
     started = time.perf_counter()
     ckpt, out = check_checkpoint_dir(Path(checkpoint).expanduser()), Path(out).expanduser()
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"out '{out}' already exists and is not empty; choose another directory")
-    cfg = OmegaConf.load(ckpt / "config.yaml")
+    check_new_dir(out)  # refused before anything is read
+    cfg = load_config(ckpt)
     adapter_dir = adapter_to_export(ckpt, cfg, adapter)
     _check_plain(ckpt, cfg, adapter_exported=adapter_dir is not None)
     registries = (host or load_plugins()).registries
-    entry = registries.tokenizer.get(cfg.tokenizer.name)
-    tokenizer = entry.load().load(component_config(entry, cfg.tokenizer), ckpt / "tokenizer")
+    tokenizer = load_tokenizer(ckpt, cfg, registries)
     causal = tuple(e.name for e in registries.objective if e.capabilities.get("causal")) or ("clm",)
     hf = hf_config_from_plugformer(cfg, tokenizer.vocab_size, tokenizer.eos_id, tokenizer.pad_id, causal, registries)
     transformers = _transformers()
@@ -125,27 +122,14 @@ def export_hf(checkpoint: str | Path, out: str | Path, host: Any = None,
     mlp_rules = component_rules(registries, components, hf["model_type"])["mlp"]
     hf_adapter = convert_adapter(hf, *read_adapter(adapter_dir), adapter_dir, mlp_rules) \
         if adapter_dir is not None else None
-    tmp = out.parent / f".tmp-{out.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with new_directory(out) as tmp:
         config_class(**kwargs).save_pretrained(tmp)
         transformers.GenerationConfig(bos_token_id=hf["bos_token_id"], eos_token_id=hf["eos_token_id"],
                                       pad_token_id=hf["pad_token_id"]).save_pretrained(tmp)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "model.safetensors"),
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / HF_WEIGHTS_FILE),
                   metadata={"format": "pt"})
         if hf_adapter is not None:
-            write_adapter(tmp / "adapter", *hf_adapter)
+            write_adapter(tmp / ADAPTER_DIR, *hf_adapter)
         has_tokenizer = _write_tokenizer(tokenizer, ckpt, tmp, int(cfg.model.max_seq_len or cfg.data.seq_len))
-        for path in tmp.rglob("*"):
-            if path.is_file():
-                with open(path, "rb") as f:
-                    os.fsync(f.fileno())
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ExportResult(out, hf["model_type"], len(tensors), has_tokenizer, time.perf_counter() - started,
                         len(hf_adapter[1]) if hf_adapter is not None else 0)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from plugformer.commands import checkpoint_path, parse_keyvalues
+from plugformer.checkpoint import resolve_checkpoint
+from plugformer.commands import parse_keyvalues
 
 KEYS = ("checkpoint", "out", "adapter")
 
@@ -36,7 +37,7 @@ def run(args: list[str]) -> int:
         return 0 if args else 2
     values = parse_keyvalues("export-hf", args, KEYS, required=("checkpoint", "out"))
     adapter = Path(values["adapter"]).expanduser() if values.get("adapter") else None
-    result = export_hf(checkpoint_path(values["checkpoint"]), Path(values["out"]).expanduser(), adapter=adapter)
+    result = export_hf(resolve_checkpoint(values["checkpoint"]), Path(values["out"]).expanduser(), adapter=adapter)
     tok = "with tokenizer.json" if result.tokenizer else "without a tokenizer (this tokenizer has no tokenizer.json)"
     lora = f" and its adapter ({result.adapter_tensors} tensors) to {result.out / 'adapter'}" \
         if result.adapter_tensors else ""

@@ -8,8 +8,6 @@ it like any other; ``hf_import.json`` records where it came from. Only safetenso
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from plugformer import ConfigError
 from plugformer_hf.hf_mapping import ImportPlan, plan_from_hf_config, state_from_hf
 
 CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
+HF_WEIGHTS_FILE = "model.safetensors"  # Hugging Face's layout, not plugformer's (same name by convention)
 WEIGHTS_INDEX = "model.safetensors.index.json"
 TOKENIZER = "tokenizer.json"
 RECORD = "hf_import.json"
@@ -49,8 +47,8 @@ def read_hf_weights(src: Path) -> dict[str, Any]:
     """Every tensor of ``model.safetensors`` (or of the shards its index lists)."""
     from safetensors.torch import load_file
 
-    if (src / WEIGHTS).is_file():
-        return load_file(str(src / WEIGHTS))
+    if (src / HF_WEIGHTS_FILE).is_file():
+        return load_file(str(src / HF_WEIGHTS_FILE))
     if (src / WEIGHTS_INDEX).is_file():
         shards = sorted(set(json.loads((src / WEIGHTS_INDEX).read_text())["weight_map"].values()))
         state: dict[str, Any] = {}
@@ -60,7 +58,7 @@ def read_hf_weights(src: Path) -> dict[str, Any]:
     pickled = [p.name for p in src.glob("*.bin")]
     hint = f" ({', '.join(pickled)} is a pickle, which plugformer never loads: re-save it with " \
            "save_pretrained(dir, safe_serialization=True))" if pickled else ""
-    raise ConfigError(f"'{src}' has no {WEIGHTS}{hint}")
+    raise ConfigError(f"'{src}' has no {HF_WEIGHTS_FILE}{hint}")
 
 
 def compose_config(plan: ImportPlan, src: Path, eos_token: str | None, host: Any) -> Any:
@@ -92,17 +90,15 @@ def _eos_token(src: Path, eos_id: int | None) -> str | None:
 def import_hf(src: str | Path, out: str | Path, host: Any = None) -> ImportResult:
     """Convert the HF model in ``src`` into the plugformer checkpoint directory ``out`` (must not exist)."""
     import torch
-    from omegaconf import OmegaConf
 
     from plugformer.build import build
-    from plugformer.checkpoint import save_model, write_json
+    from plugformer.checkpoint import PLUGINS_FILE, check_new_dir, write_model_checkpoint
     from plugformer.config import prepare
     from plugformer.model import build_model
 
     started = time.perf_counter()
     src, out = Path(src).expanduser(), Path(out).expanduser()
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"out '{out}' already exists and is not empty; choose another directory")
+    check_new_dir(out)  # refused before anything is read
     plan = plan_from_hf_config(read_hf_config(src))
     if not (src / TOKENIZER).is_file():
         raise ConfigError(f"'{src}' has no {TOKENIZER} (import-hf needs the model's tokenizer in HF tokenizers "
@@ -121,25 +117,8 @@ def import_hf(src: str | Path, out: str | Path, host: Any = None) -> ImportResul
     if missing or unexpected:
         raise ConfigError(f"the mapped weights do not fit the plugformer model (missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]})")
-    tmp = out.parent / f".tmp-{out.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        save_model(tmp, model.state_dict())
-        (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        write_json(tmp / "plugins.json", host.manifest())
-        (tmp / "tokenizer").mkdir()
-        tokenizer.save(tmp / "tokenizer")
-        components = {g: str(cfg[g].name) for g in ("position", "norm", "mlp", "attention", "tokenizer")}
-        write_json(tmp / RECORD, {"source": str(src.resolve()), "family": plan.family, "components": components})
-        for path in tmp.rglob("*"):
-            if path.is_file():
-                with open(path, "rb") as f:
-                    os.fsync(f.fileno())
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    components = {g: str(cfg[g].name) for g in ("position", "norm", "mlp", "attention", "tokenizer")}
+    write_model_checkpoint(out, cfg, model.state_dict(), tokenizer=tokenizer, records={
+        PLUGINS_FILE: host.manifest(),
+        RECORD: {"source": str(src.resolve()), "family": plan.family, "components": components}})
     return ImportResult(out, plan.family, model.num_params(), vocab, components, time.perf_counter() - started)

@@ -24,9 +24,9 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from plugformer.generation import Generator, Sampling
-from plugformer.inference import load_model_for_inference
+from plugformer.checkpoint import load_model_for_inference
 from plugformer import load_plugins
-from plugformer.precision import autocast
+from plugformer.model import autocast
 
 MODEL_NAME = "plugformer"
 DEFAULT_MAX_GEN_TOKS = 256

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from plugformer import ConfigError, UnavailableError
-from plugformer.commands import checkpoint_path, parse_keyvalues
+from plugformer.checkpoint import resolve_checkpoint
+from plugformer.commands import parse_keyvalues
 
 KEYS = ("checkpoint", "tasks", "tasks_dir", "limit", "device", "adapter", "out")
 
@@ -55,7 +56,7 @@ def run(args: list[str]) -> int:
     tasks_dir = values.get("tasks_dir")
     if tasks_dir is not None and not Path(tasks_dir).expanduser().is_dir():
         raise ConfigError(f"plugformer lm-eval: tasks_dir={tasks_dir!r} is not a directory")
-    ckpt = checkpoint_path(values["checkpoint"])
+    ckpt = resolve_checkpoint(values["checkpoint"])
     tasks = [t for t in values["tasks"].split(",") if t]
     try:
         results = run_tasks(ckpt, tasks, Path(tasks_dir).expanduser() if tasks_dir else None, _limit(values),

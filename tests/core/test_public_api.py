@@ -15,24 +15,6 @@ import plugformer
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = [ROOT / "plugins", ROOT / "docs" / "examples" / "plugformer-example-plugin"]
 
-# TEMPORARY, emptied by the lead at merge: imports other branches are moving right now.
-#: modules (and everything below them) that are being replaced by public ones (plugformer.checkpoint, ...)
-PENDING_MODULES = ("plugformer.inference", "plugformer.cli", "plugformer.interop")
-#: plugin packages another branch owns, with the private modules they still import until that branch's
-#: import lines are rewritten to the public paths
-PENDING_IN_PACKAGE = {
-    "plugformer_parallel": ("plugformer.errors", "plugformer.model.transformer"),
-    "plugformer_quant": ("plugformer.errors",),
-    "plugformer_adapt": ("plugformer.errors",),
-}
-#: public modules other branches are creating right now
-PENDING_PUBLIC = ("plugformer.commands", "plugformer.ops")
-
-
-def _under(module: str, prefixes: tuple[str, ...]) -> bool:
-    return any(module == p or module.startswith(p + ".") for p in prefixes)
-
-
 def _is_submodule(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -62,16 +44,10 @@ def private_imports(path: Path, source: str | None = None) -> list[str]:
     return bad
 
 
-def _allowed_for_now(line: str) -> bool:
-    where, _, module = line.rpartition(": ")
-    package = Path(where.split(":")[0]).parts[1] if where.startswith("plugins/") else ""
-    return _under(module, PENDING_MODULES) or module in PENDING_IN_PACKAGE.get(package, ())
-
-
 def test_plugins_import_only_the_public_api():
     files = [f for d in SCANNED for f in sorted(d.rglob("*.py"))]
     assert len(files) > 50, "the scan found too few files: did the plugins move?"
-    bad = [line for f in files for line in private_imports(f) if not _allowed_for_now(line)]
+    bad = [line for f in files for line in private_imports(f)]
     assert not bad, ("plugins import plugformer internals (import from a module in plugformer.PUBLIC_MODULES "
                      "instead, see docs/plugins.md 'Public API'):\n" + "\n".join(bad))
 
@@ -98,7 +74,7 @@ def test_public_imports_pass(code, tmp_path):
 
 
 def test_every_public_module_exists_and_is_documented():
-    missing = [m for m in plugformer.PUBLIC_MODULES if m not in PENDING_PUBLIC and not _is_submodule(m)]
+    missing = [m for m in plugformer.PUBLIC_MODULES if not _is_submodule(m)]
     assert not missing, f"PUBLIC_MODULES names modules that do not exist: {missing}"
     docs = (ROOT / "docs" / "plugins.md").read_text()
     section = docs.split("## Public API", 1)[1].split("\n## ", 1)[0]

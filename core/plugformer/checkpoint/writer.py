@@ -7,9 +7,10 @@ directory is removed and ``out`` is left as it was.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,7 @@ def write_model_checkpoint(out: str | Path, config: DictConfig | Mapping[str, An
     if tokenizer is None and source is None:
         raise ConfigError(f"cannot write checkpoint {out} without a tokenizer (pass tokenizer= or source=)")
     source = Path(source) if source is not None else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".tmp-{out.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with new_directory(out) as tmp:
         if metadata is None:
             save_model(tmp, state_dict)
         else:
@@ -57,6 +54,22 @@ def write_model_checkpoint(out: str | Path, config: DictConfig | Mapping[str, An
             shutil.copy2(source / PLUGINS_FILE, tmp / PLUGINS_FILE)
         for name, data in (records or {}).items():
             write_json(tmp / name, data)
+    return out
+
+
+@contextlib.contextmanager
+def new_directory(out: str | Path) -> Iterator[Path]:
+    """``with new_directory(out) as tmp:`` write files into ``tmp``; when the block completes, ``tmp`` is
+    fsynced and renamed to ``out`` (absent or empty, checked first); if it fails, ``tmp`` is removed and
+    ``out`` is left as it was. Every directory plugformer writes whole (checkpoints, Hugging Face exports,
+    indexes) goes through here."""
+    out = check_new_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".tmp-{out.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
         fsync_tree(tmp)
         if out.exists():
             out.rmdir()
@@ -64,7 +77,6 @@ def write_model_checkpoint(out: str | Path, config: DictConfig | Mapping[str, An
         fsync_dir(out.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 def check_new_dir(out: str | Path) -> Path:
@@ -104,4 +116,4 @@ def replace_model_file(directory: str | Path, state_dict: dict[str, torch.Tensor
     return directory / MODEL_FILE
 
 
-__all__ = ["check_new_dir", "replace_model_file", "write_model_checkpoint"]
+__all__ = ["check_new_dir", "new_directory", "replace_model_file", "write_model_checkpoint"]

@@ -6,7 +6,6 @@ import sys
 import time
 
 from plugformer.commands import parse_keyvalues
-from plugformer.errors import PlugformerError
 
 KEYS = ("checkpoint", "out")
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from plugformer.commands import checkpoint_path, parse_keyvalues
-from plugformer.errors import PlugformerError
+from plugformer.commands import parse_keyvalues
 
 KEYS = ("checkpoint", "adapter", "out")
 

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from plugformer.commands import checkpoint_path, parse_keyvalues
-from plugformer.errors import ConfigError, PlugformerError
+from plugformer.commands import parse_keyvalues
+from plugformer.errors import PlugformerError
 
 KEYS = ("checkpoint", "quantizer", "out")
 

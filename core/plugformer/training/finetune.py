@@ -18,7 +18,6 @@ from torch import nn
 
 from plugformer.build import build
 from plugformer.checkpoint import (
-    METRICS_FILE,
     check_checkpoint_dir,
     load_config,
     load_model_for_inference,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import math
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -263,13 +262,15 @@ class Trainer:
     def _warn(self, resume_from: Path | None) -> None:
         """One ``plugformer: warning:`` line per legal but suspicious setting (a warmup longer than the run, an
         optimizer.lr the resumed checkpoint overrides)."""
+        from plugformer.checkpoint import load_config
+        from plugformer.checkpoint.rundir import warn
         from plugformer.config.validate import config_warnings, resume_warnings
 
         lines = config_warnings(self.cfg)
-        if resume_from is not None and (resume_from / "config.yaml").is_file():
-            lines += resume_warnings(OmegaConf.load(resume_from / "config.yaml"), self.cfg)
+        if resume_from is not None and (resume_from / CONFIG_FILE).is_file():
+            lines += resume_warnings(load_config(resume_from), self.cfg)
         for line in lines:
-            print(f"plugformer: warning: {line}", file=sys.stderr)
+            warn(line)
 
     def _restore(self, directory: Path) -> int:
         self.strategy.load(directory, self.model, self.optimizer)
