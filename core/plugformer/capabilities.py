@@ -29,6 +29,9 @@ key                       families    meaning
 ``batches``               objective   what it trains on: ``["windows"]`` (default), ``["preference"]`` (pairs)
 ``lossless``              tokenizer   decode(encode(text)) == text for any UTF-8 text
 ``tensor_parallel``       layers      how it shards under tensor parallelism
+``hf_names``              position,   its Hugging Face parameter names per architecture (``gpt2``,
+                          norm, mlp   ``llama``), read by the ``plugformer_hf`` plugin to import/export;
+                                      a component without it is refused by import-hf/export-hf by name
 ========================  ==========  =============================================================
 """
 from __future__ import annotations
