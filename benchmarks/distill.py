@@ -60,7 +60,8 @@ def main() -> None:
         half = max(1, args.layers // 2)
         teacher = train(work, "teacher", args.threads, f"model.n_layers={args.layers}",
                         f"trainer.max_steps={args.teacher_steps}")
-        scratch = train(work, "scratch", args.threads, f"model.n_layers={half}", f"trainer.max_steps={args.student_steps}")
+        scratch = train(work, "scratch", args.threads, f"model.n_layers={half}",
+                        f"trainer.max_steps={args.student_steps}")
         distilled = train(work, "distilled", args.threads, f"model.n_layers={half}",
                           f"trainer.max_steps={args.student_steps}", "objective=distill",
                           f"objective.teacher={work / 'teacher' / 'checkpoints' / 'last'}",

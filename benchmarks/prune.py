@@ -79,7 +79,8 @@ def main() -> None:
     dense_ppl = rows[0]["perplexity_pruned"]
     print(f"stdlib corpus, byte tokenizer, 4x128 model trained {args.train_steps} steps; pruning scope={args.scope}; "
           f"fine-tune {args.finetune_steps} steps (zeros kept):")
-    print(f"  {'sparsity':>8} {'zeros':>7} {'ppl pruned':>11} {'vs dense':>9} {'ppl after FT':>13} {'zeros after FT':>15}")
+    print(f"  {'sparsity':>8} {'zeros':>7} {'ppl pruned':>11} {'vs dense':>9} {'ppl after FT':>13} "
+          f"{'zeros after FT':>15}")
     for r in rows:
         print(f"  {r['sparsity']:>8.0%} {r['zeros']:>7.1%} {r['perplexity_pruned']:>11.3f} "
               f"{r['perplexity_pruned'] / dense_ppl - 1:>+9.1%} {r['perplexity_finetuned']:>13.3f} "

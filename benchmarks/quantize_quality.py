@@ -12,8 +12,8 @@ Bytes are reported twice: "linear" counts only the quantized Linear weights (plu
 state) against their fp32 bytes; "model" counts every tensor the quantized checkpoint stores (embedding,
 norms and biases stay full precision) against the fp32 checkpoint.
 
-    python benchmarks/quantize_quality.py                            # train (~2 min on 2 free cores), measure
-    python benchmarks/quantize_quality.py --run-dir runs/qbench      # keep it: --checkpoint runs/qbench/checkpoints/last
+    python benchmarks/quantize_quality.py                           # train (~2 min on 2 free cores), measure
+    python benchmarks/quantize_quality.py --run-dir runs/qbench     # keep it: --checkpoint runs/qbench/checkpoints/last
     python benchmarks/quantize_quality.py --checkpoint runs/x/checkpoints/last --json out.json
 """
 from __future__ import annotations

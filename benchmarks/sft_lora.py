@@ -60,7 +60,8 @@ def quality(work: Path, threads: int, base_steps: int, lora_steps: int, rank: in
     lora = json.loads((work / "lora" / "finetune.json").read_text())
     summary = json.loads((work / "lora" / "summary.json").read_text())
     return {"base_skill_in_its_own_wording": base["exact_match_after"],
-            "base_exact_match_on_task": lora["exact_match_before"], "lora_exact_match_on_task": lora["exact_match_after"],
+            "base_exact_match_on_task": lora["exact_match_before"],
+            "lora_exact_match_on_task": lora["exact_match_after"],
             "held_out_records": lora["held_out_records"], "trainable_params": lora["trainable_params"],
             "params": lora["params"], "trainable_share": lora["trainable_params"] / lora["params"],
             "lora_steps": lora["steps"], "lora_wall_s": summary["wall_s"], "wall_s": time.perf_counter() - t0}
@@ -167,7 +168,8 @@ def main() -> None:
             q = quality(work, args.threads, args.base_steps, args.lora_steps, args.rank)
         results["quality"] = q
         print(f"task 'uppercase' ({q['held_out_records']} held-out strings), byte-level 2x128 model")
-        print(f"  base (full SFT on the '{{text}}:' wording) in its own wording: {q['base_skill_in_its_own_wording']:.1%}")
+        print(f"  base (full SFT on the '{{text}}:' wording) in its own wording: "
+              f"{q['base_skill_in_its_own_wording']:.1%}")
         print(f"  exact match on the task format 'up {{text}}=': base {q['base_exact_match_on_task']:.1%} -> "
               f"LoRA r={args.rank} after {q['lora_steps']} steps {q['lora_exact_match_on_task']:.1%} "
               f"(target >= 80%)")

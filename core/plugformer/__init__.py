@@ -41,6 +41,6 @@ PUBLIC_MODULES: tuple[str, ...] = (
 __all__ = [
     "API_VERSION", "FAMILIES", "PLUGIN_API_VERSION", "PUBLIC_MODULES", "Availability", "ConfigError", "CoreField",
     "DuplicateComponentError", "Entry", "Family", "PlugformerError", "PluginLoadError", "Registries", "Registry",
-    "RunInfo", "TrainingState", "UnavailableError", "UnknownComponentError", "__version__", "did_you_mean", "get_registries", "hookimpl",
-    "load_plugins", "quiet_import",
+    "RunInfo", "TrainingState", "UnavailableError", "UnknownComponentError", "__version__", "did_you_mean",
+    "get_registries", "hookimpl", "load_plugins", "quiet_import",
 ]

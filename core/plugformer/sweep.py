@@ -119,7 +119,8 @@ def expand(overrides: list[str], parse: Callable[[list[str]], list[Any]]) -> lis
             axes.append([(f"{key}={v}", varies(o)) for v in o.sweep_string_iterator()])
         else:
             axes.append([(o.input_line, False)])
-    return [Combination([s for s, _ in combo], [s for s, swept in combo if swept]) for combo in itertools.product(*axes)]
+    return [Combination([s for s, _ in combo], [s for s, swept in combo if swept])
+            for combo in itertools.product(*axes)]
 
 
 def plan_sweep(combinations: list[Combination], check: Callable[[list[str]], None], strict: str,

@@ -36,7 +36,7 @@ def val_keys(keys: Sequence[str], val_fraction: float, sizes: Sequence[int] | No
         return set()
     if sizes is not None:
         target, held, chosen = val_fraction * sum(sizes), 0, set()
-        for score, key, size in sorted(zip(map(key_score, keys), keys, sizes)):
+        for _score, key, size in sorted(zip(map(key_score, keys), keys, sizes)):
             if held >= target or len(chosen) == len(keys) - 1:
                 break
             chosen.add(key)

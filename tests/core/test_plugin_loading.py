@@ -31,7 +31,9 @@ def registering(family: str, *names: str, fail_after: bool = False):
     return plugformer_register
 
 
-def load(*eps, settings: LoadSettings = LoadSettings()) -> PluginHost:
+def load(*eps, settings: LoadSettings | None = None) -> PluginHost:
+    if settings is None:
+        settings = LoadSettings()
     host = PluginHost()
     host.load_entry_points(eps, settings)
     return host

@@ -147,8 +147,8 @@ def test_only_the_main_rank_locks(tmp_path):
 
 
 def _holder(tmp_path: Path) -> subprocess.Popen:
-    code = ("import sys, time; from plugformer.checkpoint.rundir import RunDirLock; l = RunDirLock(sys.argv[1]); l.acquire(); "
-            "print('locked', flush=True); time.sleep(600)")
+    code = ("import sys, time; from plugformer.checkpoint.rundir import RunDirLock; l = RunDirLock(sys.argv[1]); "
+            "l.acquire(); print('locked', flush=True); time.sleep(600)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
     return proc

@@ -124,7 +124,8 @@ def test_a_launcher_that_is_not_installed_is_named_in_one_line(cli):
     proc = cli("train", "-m", "hydra/launcher=slurm", "attention=naive,sdpa", check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("plugformer: error: hydra/launcher=slurm needs the Hydra plugin "
-                                   "hydra-submitit-launcher, which is not installed (pip install hydra-submitit-launcher)")
+                                   "hydra-submitit-launcher, which is not installed "
+                                   "(pip install hydra-submitit-launcher)")
 
 
 def test_the_shipped_slurm_config_composes_against_submitits_schema(cli):

@@ -21,7 +21,8 @@ def test_the_loss_is_log2_at_the_reference_and_falls_as_the_margin_grows():
     zero = torch.zeros(4)
     assert dpo_loss(zero, zero, beta=0.1).item() == pytest.approx(math.log(2))
     assert dpo_loss(torch.full((4,), 5.0), zero, 0.1) < dpo_loss(torch.full((4,), 1.0), zero, 0.1) < math.log(2)
-    assert dpo_loss(torch.full((4,), 50.0), zero, 0.1, label_smoothing=0.2) > dpo_loss(torch.full((4,), 50.0), zero, 0.1)
+    assert (dpo_loss(torch.full((4,), 50.0), zero, 0.1, label_smoothing=0.2)
+            > dpo_loss(torch.full((4,), 50.0), zero, 0.1))
 
 
 

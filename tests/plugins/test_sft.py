@@ -77,7 +77,10 @@ def test_the_sft_loss_is_the_cross_entropy_of_the_response_tokens_only(registrie
     objective = build(registries, "objective", {"name": "sft"}, TOK)
     torch.manual_seed(0)
     logits = torch.randn(2, 7, TOK.vocab_size, requires_grad=True)
-    model = lambda tokens: logits[:, :tokens.shape[1]]
+
+    def model(tokens):
+        return logits[:, :tokens.shape[1]]
+
     tokens = torch.randint(0, 256, (2, 8))
     mask = torch.zeros(2, 7, dtype=torch.bool)
     mask[0, 4:6], mask[1, 2] = True, True
@@ -107,8 +110,10 @@ def sums(n, offset=0):
 
 
 def test_batches_depend_only_on_seed_and_step_and_ranks_share_the_global_batch():
-    data = lambda rank=0: SupervisedData(Records(sums(50), sums(10, 1)), TOK, ChatTemplate(), seq_len=32,
-                                         batch_size=8, eval_batches=2, seed=3, dp_rank=rank)
+    def data(rank=0):
+        return SupervisedData(Records(sums(50), sums(10, 1)), TOK, ChatTemplate(), seq_len=32,
+                              batch_size=8, eval_batches=2, seed=3, dp_rank=rank)
+
     a, b = data(), data()
     for step in (1, 7, 13):  # 13 crosses into the third epoch
         assert torch.equal(a.train_batch(step, 8).tokens, b.train_batch(step, 8).tokens)

@@ -49,8 +49,10 @@ def test_string_tasks_transform_their_input(registries):
 def test_the_held_out_partition_does_not_depend_on_the_prompt_wording(registries):
     symbols = task(registries, n_train=500, n_val=100)
     words = task(registries, n_train=500, n_val=100, prompt="{a} plus {b} is ")
-    as_pairs = lambda rs: {tuple(int(x) for x in r["prompt"].replace(" plus ", "+").rstrip("= is").split("+"))
-                           for r in rs}
+    def as_pairs(rs):
+        return {tuple(int(x) for x in r["prompt"].replace(" plus ", "+").rstrip("= is").split("+"))
+                for r in rs}
+
     assert not as_pairs(records(words, "train")) & as_pairs(records(symbols, "val"))
 
 

@@ -67,5 +67,5 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 __all__ = ["ADAPTER_DIR", "ADAPTER_MARKER_FILE", "CHECKPOINTS_DIR", "CONFIG_FILE", "DCP_DIR", "LAST", "MERGE_FILE",
            "METRICS_FILE", "MODEL_FILE", "MODEL_ONLY", "OPTIMIZER_STATE", "PEFT_CONFIG_FILE", "PEFT_WEIGHTS_FILE",
-           "LOCK_FILE", "PLUGINS_FILE", "QUANTIZATION_FILE", "STEP_PREFIX", "SUMMARY_FILE", "TOKENIZER_DIR", "TRAINER_STATE",
-           "last_link", "resolve_checkpoint"]
+           "LOCK_FILE", "PLUGINS_FILE", "QUANTIZATION_FILE", "STEP_PREFIX", "SUMMARY_FILE", "TOKENIZER_DIR",
+           "TRAINER_STATE", "last_link", "resolve_checkpoint"]

@@ -20,5 +20,5 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = ["COMPONENT_GROUPS", "SCHEMA_VERSION", "GenerateConfig", "ModelConfig", "Precision", "Range", "TrainConfig",
-           "TrainerConfig", "bounded", "compose_checked", "parse_overrides", "prepare", "quote_free_text", "rename_keys",
-           "split_args", "sweep_dirname_excludes", "validate_train"]
+           "TrainerConfig", "bounded", "compose_checked", "parse_overrides", "prepare", "quote_free_text",
+           "rename_keys", "split_args", "sweep_dirname_excludes", "validate_train"]

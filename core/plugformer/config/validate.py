@@ -251,12 +251,14 @@ def _check_layers(cfg: DictConfig, registries: Registries, problems: list[str],
     if not (m.get("layer_pattern") or m.get("layer_overrides")):
         return []
     pattern, overrides = m.get("layer_pattern"), m.get("layer_overrides")
-    if pattern is not None and not (isinstance(pattern, ListConfig) and all(isinstance(i, DictConfig) for i in pattern)):
+    if pattern is not None and not (isinstance(pattern, ListConfig)
+                                    and all(isinstance(i, DictConfig) for i in pattern)):
         problems.append("model.layer_pattern must be a list of {attention|norm|mlp: options} items, "
                         f"got {pattern}")
         return []
     if overrides is not None and not isinstance(overrides, DictConfig):
-        problems.append(f"model.layer_overrides must map layer indices to {{attention|norm|mlp: options}}, got {overrides}")
+        problems.append("model.layer_overrides must map layer indices to {attention|norm|mlp: options}, "
+                        f"got {overrides}")
         return []
     for key in (overrides or {}):
         if not -m.n_layers <= int(key) < m.n_layers:

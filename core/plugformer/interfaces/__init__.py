@@ -31,7 +31,7 @@ from plugformer.interfaces.transform import Adapter, ModelTransform, Quantizer, 
 __all__ = [
     "NO_DECAY_KINDS", "SPLITS", "Adapter", "Attention", "Batch", "Batches", "CallbackFactory", "DecodeCache", "KVCache",
     "MLPFactory", "ModelDims", "ModelTransform", "NormFactory", "Objective", "ObjectiveOutput", "OptimizerFactory",
-    "ParallelStrategy", "PositionEncoding", "Positions", "PreferenceBatch", "Quantizer", "SchedulerFactory", "Server", "Stage",
-    "SupervisedBatch", "TextSource", "DocumentPart",
+    "ParallelStrategy", "PositionEncoding", "Positions", "PreferenceBatch", "Quantizer", "SchedulerFactory", "Server",
+    "Stage", "SupervisedBatch", "TextSource", "DocumentPart",
     "Tokenizer", "causal_mask", "check_no_decay", "param_groups", "param_kinds", "resolve_device",
 ]

@@ -57,7 +57,8 @@ def keep_zeros(model: nn.Module, names: list[str]) -> int:
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params]
     if missing:
-        raise ConfigError(f"the checkpoint's pruning record names parameters this model lacks: {', '.join(missing[:3])}")
+        raise ConfigError("the checkpoint's pruning record names parameters this model lacks: "
+                          f"{', '.join(missing[:3])}")
     fixed = 0
     for name in names:
         p = params[name]

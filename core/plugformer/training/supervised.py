@@ -253,7 +253,8 @@ def exact_match(model: nn.Module, tokenizer: Tokenizer, template: ChatTemplate, 
         answers.append(answer.strip())
     greedy = Sampling(max_new_tokens=max_new_tokens, temperature=0.0)
     hits = 0
-    for completion, answer in zip(generate(model, prompts, greedy, eos_id=tokenizer.eos_id, crop_prompts=True), answers):
+    for completion, answer in zip(generate(model, prompts, greedy, eos_id=tokenizer.eos_id, crop_prompts=True),
+                                  answers):
         text = tokenizer.decode(completion.tokens)
         if template.assistant_end and template.assistant_end in text:
             text = text[:text.index(template.assistant_end)]
