@@ -242,7 +242,7 @@ def train(args: list[str]) -> int:
 
 
 def _check_generate(cfg: Any, host: PluginHost) -> None:
-    from plugformer.generation import check_checkpoint_dir
+    from plugformer.checkpoint import check_checkpoint_dir
 
     check_checkpoint_dir(cfg.checkpoint)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from plugformer.cli.keyvalue import parse_keyvalues
+from plugformer.commands import parse_keyvalues
 from plugformer.errors import PlugformerError
 
 KEYS = ("checkpoint", "sparsity", "scope", "out")
