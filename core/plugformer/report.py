@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from plugformer.checkpoint.layout import METRICS_FILE
+from plugformer.checkpoint.rundir import MetricsLog
 from plugformer.errors import PlugformerError
 from plugformer.sweep import FAILED_FILE, SUMMARY_FILE, SWEEP_FILE
 
@@ -69,15 +70,9 @@ def _read_overrides(job_dir: Path) -> list[str] | None:
 def read_job(job_dir: Path, overrides: list[str]) -> JobRow:
     """A row for a job directory: ``finished`` (summary.json), ``failed`` (failed.json) or ``running``."""
     row = JobRow(overrides, "running", job_dir)
-    rows = []
-    if (job_dir / METRICS_FILE).exists():
-        for line in (job_dir / METRICS_FILE).read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue  # a line being written right now
-    row.train_curve = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    row.val_curve = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+    rows, _ = MetricsLog(job_dir).read()  # a line being written right now (or cut by a crash) is left out
+    row.train_curve = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
+    row.val_curve = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
     if row.train_curve:
         row.steps, row.train_loss = row.train_curve[-1]
     if row.val_curve:

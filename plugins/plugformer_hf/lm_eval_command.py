@@ -51,8 +51,10 @@ def run(args: list[str]) -> int:
     except ImportError as exc:
         raise UnavailableError(f"plugformer eval tasks=... needs lm-evaluation-harness ({exc}); "
                                "pip install 'plugformer[lm_eval]'") from None
-    from plugformer.checkpoint import write_json
+    from plugformer.checkpoint import check_new_file, write_json
 
+    if "out" in values:
+        check_new_file(values["out"])  # before any work
     tasks_dir = values.get("tasks_dir")
     if tasks_dir is not None and not Path(tasks_dir).expanduser().is_dir():
         raise ConfigError(f"plugformer lm-eval: tasks_dir={tasks_dir!r} is not a directory")

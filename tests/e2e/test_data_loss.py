@@ -55,10 +55,11 @@ def test_a_rerun_into_a_run_directory_is_refused_until_resumed_or_overwritten(cl
     run = tmp_path / "run"
     args = [*runs.tiny, *QUICK, "trainer.save_every=2", f"hydra.run.dir={run}"]
     cli("train", *args, "trainer.max_steps=4")
-    before = snapshot(run)
+    before, hydra_record = snapshot(run), (run / ".hydra" / "overrides.yaml").read_text()
     refused = cli("train", *args, "trainer.max_steps=2", check=False)
     one_line_error(refused, f"run directory {run} already holds a run", "resume=true", "overwrite=true")
     assert snapshot(run) == before  # nothing of the first run was touched (last still at step-4)
+    assert (run / ".hydra" / "overrides.yaml").read_text() == hydra_record  # refused before Hydra wrote there
     assert (run / "checkpoints" / "last").resolve().name == "step-4"
     cli("train", *args, "trainer.max_steps=2", "overwrite=true")
     assert logged_steps(run) == [1, 2]

@@ -76,6 +76,9 @@ def test_eval_on_the_training_data_reproduces_the_trainers_validation_loss(cli, 
     result = json.loads((tmp_path / "result.json").read_text())
     assert "split=val" in proc.stdout and result["windows"] == 8
     assert result["loss"] == pytest.approx(val_loss, abs=1e-4)
+    again = cli("eval", "checkpoint=run", "batch_size=4", "max_batches=2", "out=result.json", check=False)
+    assert again.returncode == 2 and "out=result.json already exists" in again.stderr, again.stderr
+    assert json.loads((tmp_path / "result.json").read_text()) == result  # the earlier result is kept
 
 
 def test_eval_rejects_bad_arguments_in_one_line(cli, tmp_path):

@@ -79,13 +79,16 @@ if TYPE_CHECKING:
         write_json,
     )
     from plugformer.checkpoint.steps import CheckpointDir
-    from plugformer.checkpoint.writer import check_new_dir, new_directory, replace_model_file, write_model_checkpoint
+    from plugformer.checkpoint.writer import (
+        check_new_dir, check_new_file, new_directory, replace_model_file, write_model_checkpoint,
+    )
 
 _LAZY = {
     **dict.fromkeys(("flatten_state", "unflatten_state", "save_state", "load_state", "save_model", "load_model",
                      "write_json", "read_json", "read_tensors", "tensor_bytes"), "state"),
     "CheckpointDir": "steps",
-    **dict.fromkeys(("write_model_checkpoint", "replace_model_file", "new_directory", "check_new_dir"), "writer"),
+    **dict.fromkeys(("write_model_checkpoint", "replace_model_file", "new_directory", "check_new_dir",
+                     "check_new_file"), "writer"),
     **dict.fromkeys(("InferenceModel", "adapter_entry_name", "attach_adapter", "check_checkpoint_dir", "load_config",
                      "load_model_for_inference", "load_tokenizer"), "loader"),
 }
@@ -104,12 +107,11 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ADAPTER_DIR", "ADAPTER_MARKER_FILE", "CHECKPOINTS_DIR", "CONFIG_FILE", "DCP_DIR", "LAST", "LOCK_FILE",
     "MERGE_FILE", "METRICS_FILE", "MODEL_FILE", "OPTIMIZER_STATE", "PEFT_CONFIG_FILE", "PEFT_WEIGHTS_FILE",
-    "PLUGINS_FILE", "QUANTIZATION_FILE", "SUMMARY_FILE", "TOKENIZER_DIR", "TRAINER_STATE",
-    "CheckpointDir", "InferenceModel", "MetricsLog", "RunDirError", "RunDirLock", "adapter_entry_name",
-    "attach_adapter", "check_checkpoint_dir", "check_new_dir", "claim_run_dir", "finite_or_none", "flatten_state", "is_quantized",
-    "load_config", "load_model", "load_model_for_inference", "load_state", "load_tokenizer", "new_directory",
-    "plugins_record",
-    "quantization_record", "read_json", "read_tensors", "replace_model_file", "resolve_checkpoint",
-    "resume_checkpoint", "run_contents", "save_model", "save_state", "tensor_bytes", "trained_adapter",
-    "unflatten_state", "write_json", "write_model_checkpoint",
+    "PLUGINS_FILE", "QUANTIZATION_FILE", "SUMMARY_FILE", "TOKENIZER_DIR", "TRAINER_STATE", "CheckpointDir",
+    "InferenceModel", "MetricsLog", "RunDirError", "RunDirLock", "adapter_entry_name", "attach_adapter",
+    "check_checkpoint_dir", "check_new_dir", "check_new_file", "claim_run_dir", "finite_or_none", "flatten_state",
+    "is_quantized", "load_config", "load_model", "load_model_for_inference", "load_state", "load_tokenizer",
+    "new_directory", "plugins_record", "quantization_record", "read_json", "read_tensors", "replace_model_file",
+    "resolve_checkpoint", "resume_checkpoint", "run_contents", "save_model", "save_state", "tensor_bytes",
+    "trained_adapter", "unflatten_state", "write_json", "write_model_checkpoint",
 ]

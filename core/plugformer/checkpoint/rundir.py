@@ -103,6 +103,15 @@ def check_reuse(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
                       "continue it, overwrite=true to replace it, or choose another hydra.run.dir")
 
 
+def refuse_reuse(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """The refusals of :func:`check_reuse` without its side effect (``overwrite=true`` removes nothing here):
+    the CLI calls it before Hydra writes ``.hydra/`` into ``run_dir``; the run itself, holding the lock,
+    then calls :func:`check_reuse`."""
+    if overwrite and not resume:
+        return
+    check_reuse(run_dir, resume=resume, overwrite=overwrite)
+
+
 def check_outside(run_dir: Path, path: Path, what: str) -> None:
     """Refuse a run directory that contains ``path`` (e.g. fine-tuning into the run of its starting
     checkpoint would prune or overwrite the checkpoint it starts from)."""
@@ -304,4 +313,4 @@ def _step_of(row: dict[str, Any]) -> int:
 
 __all__ = ["CHECKPOINTS_DIR", "LOCK_FILE", "METRICS_FILE", "SUMMARY_FILE", "MetricsLog", "RunDirError", "RunDirLock",
            "check_outside", "check_reuse", "claim_run_dir", "clear_run", "finite_or_none", "is_complete",
-           "last_checkpoint", "metrics_line", "resume_checkpoint", "run_contents", "step_dirs", "warn"]
+           "last_checkpoint", "metrics_line", "refuse_reuse", "resume_checkpoint", "run_contents", "step_dirs", "warn"]

@@ -88,6 +88,15 @@ def check_new_dir(out: str | Path) -> Path:
     return out
 
 
+def check_new_file(out: str | Path) -> Path:
+    """``out`` as a Path if a result file may be written there (it does not exist yet), else one line: an
+    ``out=FILE`` never replaces an earlier result. Commands call it before their work."""
+    out = Path(out).expanduser()
+    if out.exists():
+        raise ConfigError(f"out={out} already exists; choose a new file name (results are never overwritten)")
+    return out
+
+
 def _write_tokenizer(target: Path, tokenizer: Any) -> None:
     if isinstance(tokenizer, (str, Path)):
         if not Path(tokenizer).is_dir():
@@ -116,4 +125,4 @@ def replace_model_file(directory: str | Path, state_dict: dict[str, torch.Tensor
     return directory / MODEL_FILE
 
 
-__all__ = ["check_new_dir", "new_directory", "replace_model_file", "write_model_checkpoint"]
+__all__ = ["check_new_dir", "check_new_file", "new_directory", "replace_model_file", "write_model_checkpoint"]

@@ -115,6 +115,10 @@ def run(args: list[str]) -> int:
     if precision not in PRECISIONS:
         raise ConfigError(f"plugformer eval: precision={precision!r}; choices: {', '.join(PRECISIONS)}")
     max_batches, batch_size, seq_len = _int(values, "max_batches"), _int(values, "batch_size"), _int(values, "seq_len")
+    if "out" in values:
+        from plugformer.checkpoint import check_new_file
+
+        check_new_file(values["out"])  # before any work
 
     from plugformer.build import entry_class
     from plugformer.checkpoint import write_json

@@ -55,6 +55,18 @@ def _pin_sweep_groups(args: list[str], overrides: list[str]) -> tuple[list[str],
     return [pinned[overrides.index(a)] if a in overrides else a for a in args], pinned
 
 
+def _refuse_reused_run_dir(overrides: list[str], cfg: Any) -> None:
+    """A run directory named with ``hydra.run.dir`` that already holds a run is refused before Hydra writes
+    its own files (``.hydra/``, the job log) into it, so a refused command changes nothing there. Applies to
+    the commands whose config has ``resume``/``overwrite`` (train, finetune); ranks other than 0 skip it."""
+    from plugformer.checkpoint.rundir import refuse_reuse
+
+    run_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")), None)
+    if run_dir is None or "resume" not in cfg or "overwrite" not in cfg or int(os.environ.get("RANK", "0")) > 0:
+        return
+    refuse_reuse(Path(run_dir).expanduser(), resume=bool(cfg.resume), overwrite=bool(cfg.overwrite))
+
+
 def _check_every_combination(command: str, args: list[str], host: PluginHost, check: Check | None) -> Plan:
     """Compose (and ``check``) the config, or every combination of a sweep, before any job runs."""
     from plugformer import sweep
@@ -78,6 +90,7 @@ def _check_every_combination(command: str, args: list[str], host: PluginHost, ch
 
     if not multirun:
         checked(overrides)
+        _refuse_reused_run_dir(overrides, plan.composed[-1])
         return plan
     plan.args, overrides = _pin_sweep_groups(args, overrides)
     own_sweeper = not sweep.sweeper_chosen(plan.args)  # another one (optuna) cannot skip a combination
