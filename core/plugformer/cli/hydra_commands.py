@@ -59,12 +59,16 @@ def _refuse_reused_run_dir(overrides: list[str], cfg: Any) -> None:
     """A run directory named with ``hydra.run.dir`` that already holds a run is refused before Hydra writes
     its own files (``.hydra/``, the job log) into it, so a refused command changes nothing there. Applies to
     the commands whose config has ``resume``/``overwrite`` (train, finetune); ranks other than 0 skip it."""
-    from plugformer.checkpoint.rundir import refuse_reuse
+    from plugformer.checkpoint import resolve_checkpoint
+    from plugformer.checkpoint.rundir import check_outside, refuse_reuse
 
     run_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")), None)
     if run_dir is None or "resume" not in cfg or "overwrite" not in cfg or int(os.environ.get("RANK", "0")) > 0:
         return
-    refuse_reuse(Path(run_dir).expanduser(), resume=bool(cfg.resume), overwrite=bool(cfg.overwrite))
+    run_dir = Path(run_dir).expanduser()
+    if cfg.get("checkpoint"):  # finetune: never into the run its starting checkpoint belongs to
+        check_outside(run_dir, resolve_checkpoint(cfg.checkpoint).resolve(), "starting checkpoint")
+    refuse_reuse(run_dir, resume=bool(cfg.resume), overwrite=bool(cfg.overwrite))
 
 
 def _check_every_combination(command: str, args: list[str], host: PluginHost, check: Check | None) -> Plan:
