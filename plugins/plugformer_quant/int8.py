@@ -6,6 +6,8 @@ scales become plain tensors, the tensor-subclass attributes JSON metadata; no pi
 """
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import json
 from typing import Any
 
@@ -41,8 +43,9 @@ class _TorchaoInt8(Quantizer):
     def __init__(self, config: LinearQuantConfig | None = None):
         super().__init__(config or LinearQuantConfig())
 
+    @abstractmethod
     def ao_config(self) -> Any:
-        raise NotImplementedError
+        """torchao's config object for ``quantize_`` (weight-only or dynamic int8)."""
 
     def apply(self, model: nn.Module) -> nn.Module:
         """Quantize the chosen Linear weights in place (``torchao.quantization.quantize_``)."""

@@ -8,6 +8,8 @@ distinct problems from its own part with a generator seeded by ``(seed, split)``
 """
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import hashlib
 import json
 import random
@@ -51,17 +53,17 @@ class TaskSource(TextSource):
         self._cache: dict[str, list[dict[str, str]]] = {}
 
     # -- what a task defines ----------------------------------------------------------------------
+    @abstractmethod
     def problem(self, rng: random.Random) -> tuple[str, str, str]:
         """A random (identity key, prompt, answer)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def wrong_answer(self, prompt: str, answer: str, rng: random.Random) -> str:
         """A plausible answer that is not ``answer`` (the rejected side of a preference pair)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def space_size(self) -> int:
         """How many distinct problems exist (bounds the sizes one can ask for)."""
-        raise NotImplementedError
 
     # -- records --------------------------------------------------------------------------------------
     def records(self, split: str) -> Iterator[dict[str, str]]:
@@ -143,8 +145,9 @@ class _StringTask(TaskSource):
         k = len(self.alphabet)
         return sum(k ** n for n in range(int(self.config.min_len), int(self.config.max_len) + 1))
 
+    @abstractmethod
     def transform(self, text: str) -> str:
-        raise NotImplementedError
+        """The answer for the input ``text`` (reversed, upper-cased, ...)."""
 
     def problem(self, rng: random.Random) -> tuple[str, str, str]:
         n = rng.randint(int(self.config.min_len), int(self.config.max_len))
