@@ -174,4 +174,18 @@ def parse_keyvalues(command: str, args: Sequence[str], keys: Sequence[str], requ
     return values
 
 
-__all__ = ["CORE_PROVIDER", "Command", "CommandFunction", "Commands", "parse_keyvalues"]
+def positive_int(command: str, values: dict[str, str], key: str) -> int | None:
+    """``values[key]`` (from :func:`parse_keyvalues`) as a whole number >= 1, None when absent; anything else is
+    a one-line error naming the command and the key."""
+    if key not in values:
+        return None
+    try:
+        number = int(values[key])
+    except ValueError:
+        raise PlugformerError(f"plugformer {command}: {key}={values[key]!r} is not a whole number") from None
+    if number < 1:
+        raise PlugformerError(f"plugformer {command}: {key} must be >= 1, got {number}")
+    return number
+
+
+__all__ = ["CORE_PROVIDER", "Command", "CommandFunction", "Commands", "parse_keyvalues", "positive_int"]

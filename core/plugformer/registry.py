@@ -212,9 +212,3 @@ class Registries:
         leaves nothing behind, and an entry it replaced with ``override=True`` is the original again."""
         for r in self:
             r._entries = dict(snapshot[r.family])
-
-    def remove_plugin(self, plugin: str) -> None:
-        """Drop every entry a plugin registered (used when its registration hook fails halfway)."""
-        for r in self:
-            for name in [n for n, e in r._entries.items() if e.plugin == plugin]:
-                r.unregister(name)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from plugformer import ConfigError, UnavailableError
 from plugformer.checkpoint import resolve_checkpoint
-from plugformer.commands import parse_keyvalues
+from plugformer.commands import parse_keyvalues, positive_int
 
 KEYS = ("checkpoint", "tasks", "tasks_dir", "limit", "device", "adapter", "out")
 
@@ -24,18 +24,6 @@ nothing is downloaded), at most limit documents each.
 example:
   plugformer lm-eval checkpoint=ckpt/gpt2 tasks=my_task tasks_dir=my_tasks/ limit=100
 """
-
-
-def _limit(values: dict[str, str]) -> int | None:
-    if "limit" not in values:
-        return None
-    try:
-        number = int(values["limit"])
-    except ValueError:
-        raise ConfigError(f"plugformer lm-eval: limit={values['limit']!r} is not a whole number") from None
-    if number < 1:
-        raise ConfigError(f"plugformer lm-eval: limit must be >= 1, got {number}")
-    return number
 
 
 def run(args: list[str]) -> int:
@@ -60,8 +48,9 @@ def run(args: list[str]) -> int:
         raise ConfigError(f"plugformer lm-eval: tasks_dir={tasks_dir!r} is not a directory")
     ckpt = resolve_checkpoint(values["checkpoint"])
     tasks = [t for t in values["tasks"].split(",") if t]
+    limit = positive_int("lm-eval", values, "limit")
     try:
-        results = run_tasks(ckpt, tasks, Path(tasks_dir).expanduser() if tasks_dir else None, _limit(values),
+        results = run_tasks(ckpt, tasks, Path(tasks_dir).expanduser() if tasks_dir else None, limit,
                             values.get("adapter"), values.get("device", "auto"))
     except KeyError as exc:  # lm_eval's way of saying a task name is unknown
         raise ConfigError(f"plugformer eval tasks={values['tasks']}: lm_eval says: {exc.args[0]} (searched its "

@@ -164,17 +164,6 @@ def test_schema_that_is_not_a_dataclass_is_a_type_error():
     assert regs.attention.register("none", "x:C").load_schema() is None
 
 
-def test_remove_plugin_drops_only_that_plugins_entries():
-    regs = Registries()
-    with regs.providing("d", "1", "half"):
-        regs.attention.register("a", "x:A")
-        regs.norm.register("b", "x:B")
-    with regs.providing("d", "1", "other"):
-        regs.attention.register("c", "x:C")
-    regs.remove_plugin("half")
-    assert regs.attention.names() == ["c"] and len(regs.norm) == 0
-
-
 def test_every_family_is_a_registry_reachable_by_attribute_and_key():
     regs = Registries()
     for family in regs.families():

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from plugformer.checkpoint import resolve_checkpoint
-from plugformer.commands import parse_keyvalues
+from plugformer.commands import parse_keyvalues, positive_int
 from plugformer.errors import ConfigError, did_you_mean
 
 KEYS = ("checkpoint", "data", "split", "max_batches", "batch_size", "seq_len", "device", "precision", "adapter",
@@ -37,18 +37,6 @@ examples:
   plugformer eval checkpoint=ckpt/gpt2 data=corpus.txt max_batches=20
   plugformer eval checkpoint=ckpt/gpt2 tasks=my_task tasks_dir=my_tasks/ limit=100
 """
-
-
-def _int(values: dict[str, str], key: str) -> int | None:
-    if key not in values:
-        return None
-    try:
-        number = int(values[key])
-    except ValueError:
-        raise ConfigError(f"plugformer eval: {key}={values[key]!r} is not a whole number") from None
-    if number < 1:
-        raise ConfigError(f"plugformer eval: {key} must be >= 1, got {number}")
-    return number
 
 
 def data_source(spec: str | None, split: str | None, cfg: Any, registries: Any) -> tuple[Any, str, str | None, str]:
@@ -114,7 +102,8 @@ def run(args: list[str]) -> int:
     precision = values.get("precision", "fp32")
     if precision not in PRECISIONS:
         raise ConfigError(f"plugformer eval: precision={precision!r}; choices: {', '.join(PRECISIONS)}")
-    max_batches, batch_size, seq_len = _int(values, "max_batches"), _int(values, "batch_size"), _int(values, "seq_len")
+    max_batches, batch_size, seq_len = (positive_int("eval", values, key)
+                                        for key in ("max_batches", "batch_size", "seq_len"))
     if "out" in values:
         from plugformer.checkpoint import check_new_file
 
