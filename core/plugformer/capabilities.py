@@ -16,6 +16,10 @@ key                       families    meaning
 ``padding_mask``          attention   ``-inf`` bias on padded keys gives the unpadded result
 ``gqa``                   attention   accepts fewer kv heads than query heads
 ``sliding_window``        attention   has a ``window`` schema field (see ``Attention``)
+``ragged``                attention,  handles ragged batches (plugin API 1.1): attention takes a per-row
+                          position    ``q_offset`` tensor and ``kv_lengths``; a position encoding reads
+                                      ``Positions.rows``. The inference engine refuses components
+                                      without it, by name
 ``exact_softmax``         attention   computes exactly softmax(q kᵀ/√D + bias) v, so the conformance kit
                                       compares it with the reference; variants (cosine, talking-heads,
                                       differential attention) leave it out and are held to the
@@ -37,4 +41,4 @@ key                       families    meaning
 from __future__ import annotations
 
 ATTENTION_FEATURES = ("causal", "bidirectional", "kv_cache", "attention_bias", "padding_mask", "gqa",
-                      "sliding_window", "exact_softmax")
+                      "sliding_window", "exact_softmax", "ragged")

@@ -39,7 +39,9 @@ ENV_STRICT = "PLUGFORMER_STRICT_PLUGINS"
 FIRST_PARTY_DIST = "plugformer"
 
 #: (major, minor) of the plugin API this core provides: a major bump breaks plugins, a minor one adds to it
-PLUGIN_API_VERSION: tuple[int, int] = (1, 0)
+#: 1.1 added ragged batches (``Positions.rows``, per-row ``q_offset`` and ``kv_lengths`` for attention,
+#: capability ``ragged``) for the inference engine; plugins targeting 1.0 keep working
+PLUGIN_API_VERSION: tuple[int, int] = (1, 1)
 #: the plugin-module attribute declaring the API version a plugin targets, e.g. ``plugformer_api = "1.0"``
 API_ATTRIBUTE = "plugformer_api"
 

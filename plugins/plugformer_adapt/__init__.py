@@ -12,7 +12,7 @@ Registration only: neither torch nor peft is imported here (see ``plugformer_reg
 """
 from plugformer import hookimpl
 
-plugformer_api = "1.0"  # the plugformer plugin API this package targets
+plugformer_api = "1.1"  # the plugformer plugin API this package targets
 
 
 @hookimpl

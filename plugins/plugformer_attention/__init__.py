@@ -8,7 +8,7 @@ compute exact softmax attention (``exact_softmax``: the conformance kit compares
 """
 from plugformer import hookimpl
 
-plugformer_api = "1.0"  # the plugformer plugin API this package targets
+plugformer_api = "1.1"  # the plugformer plugin API this package targets
 
 #: every claim here is exercised by tests/plugins/test_attention.py (and the conformance kit)
 _CONTRACT = {

@@ -10,7 +10,7 @@ import without editing this package.
 """
 from plugformer import hookimpl
 
-plugformer_api = "1.0"  # the plugformer plugin API this package targets
+plugformer_api = "1.1"  # the plugformer plugin API this package targets
 
 
 @hookimpl

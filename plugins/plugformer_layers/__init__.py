@@ -2,7 +2,7 @@
 from plugformer import hookimpl
 from plugformer_layers import hf_names
 
-plugformer_api = "1.0"  # the plugformer plugin API this package targets
+plugformer_api = "1.1"  # the plugformer plugin API this package targets
 
 _NORM = {"devices": ["cpu", "cuda"], "tensor_parallel": "replicate"}
 _MLP = {"devices": ["cpu", "cuda"], "tensor_parallel": "colwise_rowwise"}

@@ -2,7 +2,7 @@
 under torchrun."""
 from plugformer import hookimpl
 
-plugformer_api = "1.0"  # the plugformer plugin API this package targets
+plugformer_api = "1.1"  # the plugformer plugin API this package targets
 
 
 @hookimpl

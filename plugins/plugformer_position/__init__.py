@@ -7,7 +7,7 @@ the attention scores by distance (BLOOM, MPT); ``none`` adds nothing at all (NoP
 from plugformer import hookimpl
 from plugformer_position import hf_names
 
-plugformer_api = "1.0"  # the plugformer plugin API this package targets
+plugformer_api = "1.1"  # the plugformer plugin API this package targets
 
 
 @hookimpl

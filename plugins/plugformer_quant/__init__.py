@@ -9,7 +9,7 @@ Registration only: neither torch, torchao nor bitsandbytes is imported here.
 """
 from plugformer import hookimpl
 
-plugformer_api = "1.0"  # the plugformer plugin API this package targets
+plugformer_api = "1.1"  # the plugformer plugin API this package targets
 
 _ANY = ["cpu", "cuda"]
 

@@ -7,7 +7,7 @@ Registration only: nothing heavy is imported here.
 """
 from plugformer import hookimpl
 
-plugformer_api = "1.0"  # the plugformer plugin API this package targets
+plugformer_api = "1.1"  # the plugformer plugin API this package targets
 _SCHEMAS = "plugformer_tasks.schemas"
 
 

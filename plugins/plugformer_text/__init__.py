@@ -5,7 +5,7 @@ Registration only: nothing here imports torch, ``tokenizers`` or ``sentencepiece
 """
 from plugformer import hookimpl
 
-plugformer_api = "1.0"  # the plugformer plugin API this package targets
+plugformer_api = "1.1"  # the plugformer plugin API this package targets
 
 _SCHEMAS = "plugformer_text.schemas"
 

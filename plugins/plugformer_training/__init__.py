@@ -4,7 +4,7 @@ Registration only: no torch import here (see ``plugformer_register``).
 """
 from plugformer import hookimpl
 
-plugformer_api = "1.0"  # the plugformer plugin API this package targets
+plugformer_api = "1.1"  # the plugformer plugin API this package targets
 
 _ANY_DEVICE = {"devices": ["cpu", "cuda"]}
 

@@ -3,7 +3,7 @@
 Each family's registry names its interface (``plugformer plugins --family attention`` prints it);
 the docstrings here are the complete contract: construction, shapes, dtypes, protocols.
 """
-from plugformer.interfaces.attention import Attention, DecodeCache, KVCache, causal_mask
+from plugformer.interfaces.attention import Attention, DecodeCache, KVCache, LayerKV, RaggedBatch, causal_mask
 from plugformer.interfaces.callback import CallbackFactory
 from plugformer.interfaces.data import SPLITS, Batch, Batches, DocumentPart, TextSource
 from plugformer.interfaces.dims import ModelDims
@@ -29,7 +29,7 @@ from plugformer.interfaces.tokenizer import Tokenizer
 from plugformer.interfaces.transform import Adapter, ModelTransform, Quantizer, Stage
 
 __all__ = [
-    "NO_DECAY_KINDS", "SPLITS", "Adapter", "Attention", "Batch", "Batches", "CallbackFactory", "DecodeCache", "KVCache",
+    "NO_DECAY_KINDS", "SPLITS", "Adapter", "Attention", "Batch", "Batches", "CallbackFactory", "DecodeCache", "KVCache", "LayerKV", "RaggedBatch",
     "MLPFactory", "ModelDims", "ModelTransform", "NormFactory", "Objective", "ObjectiveOutput", "OptimizerFactory",
     "ParallelStrategy", "PositionEncoding", "Positions", "PreferenceBatch", "Quantizer", "SchedulerFactory", "Server",
     "Stage", "SupervisedBatch", "TextSource", "DocumentPart",

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +20,7 @@ class Attention(nn.Module, ABC):
     ``dims`` a :class:`ModelDims`. Projections, rotary embeddings and the cache live in the core's
     ``SelfAttention``; a backend only combines heads.
 
-    ``forward(q, k, v, *, causal, attn_bias=None, q_offset=0) -> Tensor``
+    ``forward(q, k, v, *, causal, attn_bias=None, q_offset=0[, kv_lengths=None]) -> Tensor``
 
     - ``q``: (B, H, Tq, D); ``k``, ``v``: (B, Hkv, Tk, D) with ``H % Hkv == 0``. When Hkv < H
       (grouped-query/multi-query attention) query head ``h`` reads kv head ``h // (H // Hkv)``.
@@ -39,6 +40,15 @@ class Attention(nn.Module, ABC):
     - **padding**: padded keys arrive as ``-inf`` entries of ``attn_bias`` (shape (B, 1, 1, Tk) or
       broadcastable); a backend declaring ``padding_mask`` must give real queries the same output as
       if the padded keys were absent.
+    - **ragged batches** (plugin API 1.1; backends declaring the ``ragged`` capability): the inference
+      engine decodes rows that sit at different positions in one call. ``q_offset`` is then an int64
+      tensor of shape (B,): row ``b``'s query ``i`` sits at position ``q_offset[b] + i``, and every rule
+      above (causal, window) applies per row. The backend also receives ``kv_lengths``, an int64 (B,)
+      tensor: row ``b`` holds ``kv_lengths[b]`` real keys (positions ``0 .. kv_lengths[b]-1``) and the
+      keys after them are padding that no query may see. Queries past a row's real length (padding)
+      may return anything finite. The core passes ``kv_lengths`` only for ragged batches, so a backend
+      written for API 1.0 (no such parameter) keeps working for training and single-sequence decoding;
+      the engine refuses it by name.
     """
 
     def __init__(self, config: Any, dims: ModelDims):
@@ -47,8 +57,9 @@ class Attention(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
-                attn_bias: Tensor | None = None, q_offset: int = 0) -> Tensor:
-        """Return the attention output, (B, H, Tq, D)."""
+                attn_bias: Tensor | None = None, q_offset: int | Tensor = 0) -> Tensor:
+        """Return the attention output, (B, H, Tq, D). Backends declaring ``ragged`` also accept
+        ``kv_lengths: Tensor | None = None`` (see the class docstring)."""
 
 
 def causal_mask(tq: int, tk: int, q_offset: int, device: torch.device | str) -> Tensor:
@@ -85,3 +96,34 @@ class DecodeCache:
     def __init__(self, layers: list[KVCache]):
         self.layers = layers
         self.length = 0
+
+
+class LayerKV(Protocol):
+    """One layer's view of a :class:`RaggedBatch`: stores the new keys/values of the batch and returns
+    every row's keys and values so far."""
+
+    def update(self, k: Tensor, v: Tensor, offset: Tensor) -> tuple[Tensor, Tensor]:
+        """``k``, ``v``: (B, Hkv, T, D) for the batch's queries → all keys and values, (B, Hkv, Tk, D),
+        row ``b`` holding its first ``kv_lengths[b]`` entries for real."""
+
+
+class RaggedBatch(ABC):
+    """What a forward pass over a ragged batch needs from its cache: rows at different positions
+    holding different numbers of cached tokens (the inference engine's paged cache implements it).
+
+    ``Transformer.forward(tokens, cache=batch)`` reads :attr:`positions` (the queries' per-row positions),
+    :attr:`q_offsets`, :attr:`kv_lengths` and :attr:`max_kv`, calls ``layers[i].update`` in each layer
+    and hands the backend ``q_offset=q_offsets`` and ``kv_lengths``. Rows are padded on the right:
+    row ``b`` has ``q_lengths[b]`` real tokens of the ``T`` in ``tokens``.
+    """
+
+    #: per-row positions of the queries (a ragged :class:`~plugformer.interfaces.Positions`)
+    positions: Any
+    #: (B,) int64: the position of each row's first query (its number of tokens already cached)
+    q_offsets: Tensor
+    #: (B,) int64: each row's number of real keys after this pass (``q_offsets + q_lengths``)
+    kv_lengths: Tensor
+    #: the longest row's key count (a host int): the ``Tk`` of the keys the layers return
+    max_kv: int
+    #: one :class:`LayerKV` per transformer block
+    layers: Sequence[LayerKV]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
-from plugformer.interfaces import DecodeCache, KVCache, ModelDims, PositionEncoding, Positions
+from plugformer.interfaces import DecodeCache, KVCache, LayerKV, ModelDims, PositionEncoding, Positions, RaggedBatch
 
 
 @dataclass
@@ -39,7 +39,7 @@ class SelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(dims.dropout)
 
     def forward(self, x: Tensor, position: PositionEncoding, positions: Positions, bias: Tensor | None,
-                cache: KVCache | None, offset: int) -> Tensor:
+                cache: KVCache | LayerKV | None, offset: int | Tensor, kv_lengths: Tensor | None = None) -> Tensor:
         B, T, _ = x.shape
         H, Hkv, D = self.dims.n_heads, self.dims.n_kv_heads, self.dims.head_dim  # this module's heads
         q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
@@ -49,7 +49,8 @@ class SelfAttention(nn.Module):
         q, k = position.rotate(q, k, positions)
         if cache is not None:
             k, v = cache.update(k, v, offset)
-        y = self.backend(q, k, v, causal=self.dims.causal, attn_bias=self.head_bias(bias), q_offset=offset)
+        ragged = {} if kv_lengths is None else {"kv_lengths": kv_lengths}  # API 1.0 backends never see it
+        y = self.backend(q, k, v, causal=self.dims.causal, attn_bias=self.head_bias(bias), q_offset=offset, **ragged)
         return self.resid_drop(self.proj_out(y.transpose(1, 2).reshape(B, T, H * D)))
 
     def head_bias(self, bias: Tensor | None) -> Tensor | None:
@@ -68,8 +69,8 @@ class Block(nn.Module):
         self.mlp = parts.mlp(dims)
 
     def forward(self, x: Tensor, position: PositionEncoding, positions: Positions, bias: Tensor | None,
-                cache: KVCache | None, offset: int) -> Tensor:
-        x = x + self.attn(self.norm_attn(x), position, positions, bias, cache, offset)
+                cache: KVCache | LayerKV | None, offset: int | Tensor, kv_lengths: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.norm_attn(x), position, positions, bias, cache, offset, kv_lengths)
         return x + self.mlp(self.norm_mlp(x))
 
 
@@ -99,22 +100,37 @@ class Transformer(nn.Module):
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, tokens: Tensor, cache: DecodeCache | None = None, padding_mask: Tensor | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, cache: DecodeCache | RaggedBatch | None = None,
+                padding_mask: Tensor | None = None, logits_at: Tensor | None = None) -> Tensor:
         """``tokens`` (B, T) → logits (B, T, vocab). ``padding_mask`` (B, past+T) bool marks real tokens
-        (False: padding no query may attend to)."""
-        offset = cache.length if cache is not None else 0
+        (False: padding no query may attend to).
+
+        ``cache`` is a :class:`DecodeCache` (every row at the same position, ``cache.length`` tokens
+        cached) or a :class:`RaggedBatch` (the inference engine: rows at their own positions, see
+        :mod:`plugformer.engine`). ``logits_at`` (int64 indices into the flattened ``B·T`` positions)
+        computes logits only there and returns them as (N, vocab): the engine needs one row per sequence,
+        not the whole prompt's."""
         T = tokens.shape[1]
-        positions = Positions(offset, T, tokens.device)
+        if isinstance(cache, RaggedBatch):
+            offset, kv_lengths = cache.q_offsets, cache.kv_lengths
+            positions, key_positions = cache.positions, Positions(0, cache.max_kv, tokens.device)
+            layer_caches: list = list(cache.layers)
+        else:
+            offset, kv_lengths = (cache.length if cache is not None else 0), None
+            positions = Positions(offset, T, tokens.device)
+            key_positions = Positions(0, offset + T, tokens.device) if offset else positions
+            layer_caches = cache.layers if cache is not None else [None] * len(self.blocks)
         x = self.drop(self.position.embed(self.tok_emb(tokens), positions))
-        key_positions = Positions(0, offset + T, tokens.device) if offset else positions
         bias = self.position.attention_bias(positions, key_positions)
         if padding_mask is not None:
             pad = torch.zeros(padding_mask.shape, device=tokens.device).masked_fill(~padding_mask, float("-inf"))
             bias = pad[:, None, None, :] if bias is None else bias + pad[:, None, None, :]
-        for i, block in enumerate(self.blocks):
-            x = block(x, self.position, positions, bias, cache.layers[i] if cache is not None else None, offset)
-        if cache is not None:
+        for block, layer_cache in zip(self.blocks, layer_caches):
+            x = block(x, self.position, positions, bias, layer_cache, offset, kv_lengths)
+        if isinstance(cache, DecodeCache):
             cache.length += T
+        if logits_at is not None:
+            x = x.reshape(-1, x.shape[-1]).index_select(0, logits_at)
         return self.lm_head(self.norm_f(x))
 
     def new_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> DecodeCache:

@@ -10,7 +10,7 @@ from plugformer import hookimpl
 
 #: the plugformer plugin API this package is written against (MAJOR.MINOR); a core with another major
 #: version refuses to load it instead of failing somewhere inside a training run
-plugformer_api = "1.0"
+plugformer_api = "1.1"
 
 _SCHEMAS = "plugformer_example.schemas"
 
