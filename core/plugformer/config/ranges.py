@@ -121,17 +121,18 @@ def unranged_numeric_fields(schema: type) -> list[str]:
     return [f.name for f in dataclasses.fields(schema) if is_numeric(hints[f.name]) and field_range(f) is None]
 
 
-def check_prompt_fits(prompt_tokens: int, max_new_tokens: int, context: int) -> None:
+def check_prompt_fits(prompt_tokens: int, max_new_tokens: int, context: int, name: str = "max_new_tokens") -> None:
     """Refuse a prompt that does not fit the model's context together with ``max_new_tokens`` new tokens,
-    naming both numbers (generation never crops a prompt silently). Raises :class:`ConfigError`."""
+    naming both numbers (generation never crops a prompt silently). ``name`` is what the caller calls the
+    budget (the engine's ``max_tokens``). Raises :class:`ConfigError`."""
     from plugformer.errors import ConfigError
 
     if max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens={max_new_tokens} must be >= 1")
+        raise ConfigError(f"{name}={max_new_tokens} must be >= 1")
     if max_new_tokens >= context:
-        raise ConfigError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's context of "
+        raise ConfigError(f"{name}={max_new_tokens} leaves no room for a prompt in the model's context of "
                           f"{context} tokens (at most {context - 1})")
     if prompt_tokens + max_new_tokens > context:
-        raise ConfigError(f"the prompt is {prompt_tokens} tokens, but with max_new_tokens={max_new_tokens} the "
+        raise ConfigError(f"the prompt is {prompt_tokens} tokens, but with {name}={max_new_tokens} the "
                           f"model's context of {context} tokens leaves room for {context - max_new_tokens}; "
-                          "shorten the prompt or lower max_new_tokens")
+                          f"shorten the prompt or lower {name}")

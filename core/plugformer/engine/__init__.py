@@ -1,0 +1,18 @@
+"""The inference engine: continuous batching over a paged KV cache, with prefix caching.
+
+- :class:`Engine`: holds a model, its tokenizer and a KV-cache block pool; ``generate`` runs prompts
+  to completion, ``stream`` yields text deltas, ``add_request``/``step``/``abort`` let a server drive it.
+- :class:`SamplingParams`: one request's decoding rules (vLLM's names).
+- :class:`RequestOutput`, :class:`CompletionOutput`, :class:`Logprob`, :class:`StreamDelta`: results.
+- :class:`QueueFull`: the bounded waiting queue refused a request (a server answers 429).
+
+See docs/inference.md.
+"""
+from plugformer.engine.engine import DEFAULT_KV_CACHE_TOKENS, Engine, EngineStats, QueueFull
+from plugformer.engine.outputs import CompletionOutput, FinishReason, Logprob, RequestOutput, StreamDelta
+from plugformer.engine.params import MAX_LOGPROBS, SamplingParams
+from plugformer.engine.support import RaggedUnsupported, check_ragged_support
+
+__all__ = ["DEFAULT_KV_CACHE_TOKENS", "MAX_LOGPROBS", "CompletionOutput", "Engine", "EngineStats", "FinishReason",
+           "Logprob", "QueueFull", "RaggedUnsupported", "RequestOutput", "SamplingParams", "StreamDelta",
+           "check_ragged_support"]

@@ -1,0 +1,398 @@
+"""The inference engine: many requests in flight, one forward pass per step over all of them.
+
+One loop you can hold in your head (:meth:`Engine.step`)::
+
+    take in new requests and cancellations
+    plan = scheduler.schedule()                # who decodes, who prefills how much, who is preempted
+    logits = model(decode rows) ; model(prefill chunks)   # ragged batches over the paged KV cache
+    for each row whose tokens are all computed: sample its next token, check its stop conditions
+    offer newly full blocks to the prefix cache; free finished sequences' blocks
+    return what each request gained (stream deltas)
+
+:meth:`generate` and :meth:`stream` drive that loop for callers that hold the engine themselves; a
+server drives it from its own thread and feeds :meth:`add_request`/:meth:`abort` from others
+(both are thread-safe).
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from plugformer.engine.blocks import BlockPool
+from plugformer.engine.kv import PagedBatch, PagedKVCache
+from plugformer.engine.outputs import RequestOutput, StreamDelta
+from plugformer.engine.params import SamplingParams
+from plugformer.engine.sampler import apply_penalties, draw, token_logprobs
+from plugformer.engine.scheduler import QueueFull, Scheduler
+from plugformer.engine.sequence import Request
+from plugformer.engine.sequence import Sequence as Seq
+from plugformer.engine.support import check_ragged_support
+from plugformer.engine.text import TextTracker
+from plugformer.errors import ConfigError
+from plugformer.generation import context_length
+from plugformer.interfaces import Tokenizer
+from plugformer.precision import autocast
+from plugformer.registry import Registries
+
+#: default KV-cache size in tokens when neither ``kv_cache_tokens`` nor a GPU memory fraction decides it
+DEFAULT_KV_CACHE_TOKENS = 32768
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot for metrics: sequences running and waiting, KV-cache blocks and bytes in use, and the
+    prefix cache's hit rate."""
+
+    running: int
+    waiting: int
+    kv_blocks_used: int
+    kv_blocks_total: int
+    kv_bytes_used: int
+    kv_usage: float
+    prefix_hit_rate: float
+    preemptions: int
+
+
+def _model_shape(model: nn.Module) -> tuple[int, int, int]:
+    """(layers, kv heads, head dim) of a plugformer Transformer (or a module holding one)."""
+    for module in model.modules():
+        dims, blocks = getattr(module, "dims", None), getattr(module, "blocks", None)
+        if dims is not None and blocks is not None:
+            return len(blocks), dims.n_kv_heads, dims.head_dim
+    raise ConfigError(f"the inference engine needs a plugformer Transformer, got {type(model).__name__}")
+
+
+def _check_positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"Engine {name}={value!r} must be an integer >= 1")
+    return value
+
+
+class Engine:
+    """Continuous batching over a paged KV cache with prefix caching; see :mod:`plugformer.engine`.
+
+    Knobs: ``max_batch`` (sequences in flight at once), ``kv_cache_tokens`` (the pool's size in
+    tokens; on CUDA, default: ``gpu_memory_fraction`` of the free memory), ``block_size`` (tokens per
+    block), ``max_prefill_tokens`` (prompt tokens computed per step, shared by all prefills),
+    ``max_waiting`` (queued sequences before :class:`QueueFull`), ``prefix_caching``.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Tokenizer, *, device: torch.device | str | None = None,
+                 precision: str = "fp32", max_batch: int = 64, kv_cache_tokens: int | None = None,
+                 block_size: int = 16, max_prefill_tokens: int = 512, max_waiting: int = 1024,
+                 prefix_caching: bool = True, gpu_memory_fraction: float = 0.5,
+                 registries: Registries | None = None):
+        if registries is None:
+            from plugformer import get_registries
+            registries = get_registries()
+        check_ragged_support(model, registries)
+        self.model, self.tokenizer, self.precision, self.registries = model.eval(), tokenizer, precision, registries
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.context = context_length(model)
+        if self.context is None:
+            raise ConfigError("the inference engine needs a model that declares max_seq_len")
+        max_batch, block_size = _check_positive("max_batch", max_batch), _check_positive("block_size", block_size)
+        max_prefill_tokens = _check_positive("max_prefill_tokens", max_prefill_tokens)
+        max_waiting = _check_positive("max_waiting", max_waiting)
+        layers, kv_heads, head_dim = _model_shape(model)
+        dtype = torch.bfloat16 if getattr(precision, "value", precision) == "bf16" else next(model.parameters()).dtype
+        if not dtype.is_floating_point:
+            dtype = torch.float32
+        bytes_per_token = 2 * layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+        tokens = self._pool_tokens(kv_cache_tokens, gpu_memory_fraction, bytes_per_token)
+        num_blocks = -(-tokens // block_size) + 1  # + the reserved zero block
+        self.pool = BlockPool(num_blocks, block_size)
+        self.cache = PagedKVCache(layers, kv_heads, head_dim, num_blocks, block_size, self.device, dtype)
+        self.scheduler = Scheduler(self.pool, [self.cache], max_batch=max_batch,
+                                   max_prefill_tokens=max_prefill_tokens, max_waiting=max_waiting,
+                                   prefix_caching=prefix_caching)
+        self.requests: dict[str, Request] = {}
+        self._lock = threading.RLock()
+        self._aborts: deque[str] = deque()
+        self._ids = itertools.count()
+        self._route = None  # set by add_adapter: routes batch rows through their adapters
+
+    def _pool_tokens(self, kv_cache_tokens: int | None, fraction: float, bytes_per_token: int) -> int:
+        if kv_cache_tokens is not None:
+            return _check_positive("kv_cache_tokens", kv_cache_tokens)
+        if self.device.type == "cuda":
+            if not 0 < fraction <= 1:
+                raise ConfigError(f"Engine gpu_memory_fraction={fraction!r} must be in (0, 1]")
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return max(self.context, int(free * fraction) // bytes_per_token)
+        return DEFAULT_KV_CACHE_TOKENS
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, registries: Registries | None = None, device: str = "auto",
+                        precision: str = "fp32", adapter: str | Path | None = None, **knobs: Any) -> Engine:
+        """An engine over the checkpoint at ``path`` (a ``checkpoints/step-N``/``last`` directory, a run
+        directory, a merged, quantized or imported checkpoint), loaded by
+        :func:`plugformer.checkpoint.load_model_for_inference` (with ``adapter`` applied unmerged)."""
+        from plugformer import get_registries
+        from plugformer.checkpoint import load_model_for_inference
+
+        registries = registries or get_registries()
+        loaded = load_model_for_inference(path, registries, adapter=adapter, device=device)
+        return cls(loaded.model, loaded.tokenizer, device=loaded.device, precision=precision,
+                   registries=registries, **knobs)
+
+    # ---- requests ---------------------------------------------------------------------------------------
+
+    def encode(self, prompt: str | Sequence[int]) -> list[int]:
+        """Token ids of a text prompt (a list of ids passes through, checked against the vocabulary)."""
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt)
+        ids = list(prompt)
+        vocab = self.tokenizer.vocab_size
+        bad = next((i for i in ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab), None)
+        if bad is not None:
+            raise ConfigError(f"prompt token id {bad!r} is not in the vocabulary (0 .. {vocab - 1})")
+        return ids
+
+    def add_request(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
+                    request_id: str | None = None) -> str:
+        """Queue a prompt (text or token ids); returns its request id. Raises :class:`ConfigError` for a
+        prompt that cannot fit (naming the numbers) and :class:`QueueFull` when the queue is full."""
+        params = params or SamplingParams()
+        ids = self.encode(prompt)
+        if not ids:
+            ids = [self.tokenizer.eos_id]  # a document boundary, as in the training data
+        from plugformer.config.ranges import check_prompt_fits
+        check_prompt_fits(len(ids), params.max_tokens, self.context, name="max_tokens")
+        capacity = self.pool.capacity * self.pool.block_size
+        if len(ids) + params.max_tokens > capacity:
+            raise ConfigError(f"the prompt ({len(ids)} tokens) plus max_tokens={params.max_tokens} needs more KV "
+                              f"cache than the engine has (kv_cache_tokens={capacity})")
+        if params.adapter is not None and (self._route is None or params.adapter not in self._route.names()):
+            loaded = ", ".join(self._route.names()) if self._route is not None else "none"
+            raise ConfigError(f"adapter {params.adapter!r} is not loaded (loaded adapters: {loaded})")
+        with self._lock:
+            request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
+            if request_id in self.requests:
+                raise ConfigError(f"request id {request_id!r} is already in flight")
+            request = Request(request_id, prompt if isinstance(prompt, str) else None, ids, params)
+            base_seed = params.seed if params.seed is not None else secrets.randbits(62)
+            first = None
+            for i in range(params.n):
+                generator = None if params.greedy else torch.Generator(self.device).manual_seed(base_seed + i)
+                seq = Seq(request, i, TextTracker(self.tokenizer, ids, params.stop, params.include_stop_str_in_output),
+                          generator, self._matcher(params), wait_for=first)
+                request.sequences.append(seq)
+                first = first or seq
+            self.scheduler.add(request.sequences)
+            self.requests[request_id] = request
+        return request_id
+
+    def _matcher(self, params: SamplingParams) -> Any:
+        if params.structured is None:
+            return None
+        raise ConfigError("structured output needs a guide plugin, and none is wired into this engine")
+
+    def abort(self, request_id: str) -> None:
+        """Cancel a request: its sequences finish with ``abort`` and free their blocks at the next step."""
+        self._aborts.append(request_id)
+
+    def has_unfinished(self) -> bool:
+        return any(not r.finished for r in self.requests.values())
+
+    def stats(self) -> EngineStats:
+        pool = self.pool
+        used = pool.num_used()
+        return EngineStats(len(self.scheduler.running), len(self.scheduler.waiting), used, pool.capacity,
+                           used * pool.block_size * self.cache.bytes_per_token, pool.usage(),
+                           pool.hits / pool.queries if pool.queries else 0.0, self.scheduler.num_preemptions)
+
+    # ---- the loop ---------------------------------------------------------------------------------------
+
+    def step(self) -> list[StreamDelta]:
+        """One scheduling round and forward pass; returns every delta it produced."""
+        with self._lock:
+            self._apply_aborts()
+            plan = self.scheduler.schedule()
+            while not plan and self.scheduler.running:  # everyone stuck on blocks: make room, oldest first
+                self.scheduler._preempt(self.scheduler.running[-1], plan)
+                plan = self.scheduler.schedule()
+        sampling: list[tuple[Seq, Tensor]] = []
+        if plan.decode:
+            sampling += self._forward([(s, s.to_compute) for s in plan.decode])
+        if plan.prefill:
+            sampling += self._forward(plan.prefill)
+        with self._lock:
+            self._sample(sampling)
+            for seq in plan.decode + [s for s, _ in plan.prefill]:
+                self.scheduler.register_full_blocks(seq)
+            deltas = self._collect()
+            self.scheduler.remove_finished()
+        return deltas
+
+    def _apply_aborts(self) -> None:
+        while self._aborts:
+            request = self.requests.get(self._aborts.popleft())
+            if request is None:
+                continue
+            for seq in request.sequences:
+                if not seq.finished:
+                    seq.finish("abort")
+            request.finished_time = request.finished_time or time.monotonic()
+        self.scheduler.remove_finished()
+
+    @torch.no_grad()
+    def _forward(self, rows: list[tuple[Seq, int]]) -> list[tuple[Seq, Tensor]]:
+        """Compute ``n`` tokens of each row's sequence; the logits of rows that are then up to date."""
+        width = max(n for _, n in rows)
+        tokens = torch.tensor([s.tokens[s.num_computed:s.num_computed + n] + [0] * (width - n) for s, n in rows],
+                              device=self.device)
+        batch = PagedBatch(self.cache, [s.blocks for s, _ in rows], [s.num_computed for s, _ in rows],
+                           [n for _, n in rows])
+        route = self._route.route(self.model, [s.params.adapter for s, _ in rows]) if self._route is not None \
+            else contextlib.nullcontext()
+        with route, autocast(self.device, self.precision):
+            logits = self.model(tokens, cache=batch, logits_at=batch.last_token_index())
+        ready = []
+        for (seq, n), row in zip(rows, logits.float()):
+            seq.num_computed += n
+            if seq.to_compute == 0:
+                ready.append((seq, row))
+        return ready
+
+    def _sample(self, rows: list[tuple[Seq, Tensor]]) -> None:
+        simple = [i for i, (s, _) in enumerate(rows) if s.params.greedy and not s.params.penalised
+                  and s.matcher is None and s.logprobs is None and not s.finished]
+        argmax = torch.stack([rows[i][1] for i in simple]).argmax(-1).tolist() if simple else []
+        chosen = dict(zip(simple, argmax))
+        for i, (seq, raw) in enumerate(rows):
+            if seq.finished:  # aborted while its forward pass ran
+                continue
+            token = chosen.get(i)
+            if token is None:
+                logits = raw
+                if seq.params.penalised:
+                    logits = apply_penalties(logits, seq.params, seq.tokens[:seq.prompt_len], seq.output_ids)
+                if seq.matcher is not None:
+                    logits = logits.masked_fill(~seq.matcher.allowed().to(logits.device), float("-inf"))
+                token = draw(logits, seq.params, seq.generator)
+                if seq.logprobs is not None:
+                    value, entry = token_logprobs(raw, token, seq.params.logprobs or 0,
+                                                  lambda t: self.tokenizer.decode([t]))
+                    seq.logprobs.append(entry)
+                    seq.cumulative_logprob += value
+            self._append(seq, token)
+
+    def _append(self, seq: Seq, token: int) -> None:
+        """Add a sampled token to ``seq`` and decide whether it is done."""
+        params, request = seq.params, seq.request
+        if request.first_token_time is None:
+            request.first_token_time = time.monotonic()
+        if seq.matcher is not None:
+            seq.matcher.accept(token)
+        if token == self.tokenizer.eos_id and not params.ignore_eos:
+            self._drop_last_logprob(seq)
+            return self._finish(seq, "stop")
+        if token in params.stop_token_ids:
+            self._drop_last_logprob(seq)
+            return self._finish(seq, "stop", token)
+        seq.tokens.append(token)
+        stop = seq.tracker.add(token)
+        if stop is not None:
+            return self._finish(seq, "stop", stop)
+        if seq.matcher is not None and seq.matcher.is_finished:
+            return self._finish(seq, "stop")
+        if len(seq.tokens) - seq.prompt_len >= params.max_tokens or len(seq.tokens) >= self.context:
+            return self._finish(seq, "length")
+
+    @staticmethod
+    def _drop_last_logprob(seq: Seq) -> None:
+        """The stop token is not part of the output, so neither is its logprob."""
+        if seq.logprobs:
+            seq.logprobs.pop()
+
+    def _finish(self, seq: Seq, reason: str, stop_reason: str | int | None = None) -> None:
+        seq.finish(reason, stop_reason)  # type: ignore[arg-type]
+        if seq.request.finished:
+            seq.request.finished_time = time.monotonic()
+
+    def _collect(self) -> list[StreamDelta]:
+        deltas = []
+        for request in list(self.requests.values()):
+            for seq in request.sequences:
+                delta = seq.delta()
+                if delta is not None:
+                    deltas.append(delta)
+        return deltas
+
+    # ---- driving the loop -------------------------------------------------------------------------------
+
+    def generate(self, prompts: str | Sequence[int] | Iterable[str | Sequence[int]],
+                 params: SamplingParams | Sequence[SamplingParams] | None = None,
+                 progress: Any = None) -> list[RequestOutput]:
+        """Run every prompt to completion; one :class:`RequestOutput` per prompt, in order. ``params`` is
+        one :class:`SamplingParams` for all or one per prompt. ``progress(done, total)`` is called as
+        requests finish (e.g. a progress bar's update)."""
+        if isinstance(prompts, str) or (isinstance(prompts, Sequence) and prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]  # type: ignore[list-item]
+        prompts = list(prompts)  # type: ignore[arg-type]
+        per_prompt = [params] * len(prompts) if params is None or isinstance(params, SamplingParams) else list(params)
+        if len(per_prompt) != len(prompts):
+            raise ConfigError(f"{len(prompts)} prompts but {len(per_prompt)} SamplingParams")
+        pending: deque[tuple[int, Any, Any]] = deque((i, p, sp) for i, (p, sp) in enumerate(zip(prompts, per_prompt)))
+        ids: list[str | None] = [None] * len(prompts)
+        done = 0
+        try:
+            while pending or any(not self.requests[r].finished for r in ids if r is not None):
+                while pending:  # keep the queue fed without overflowing it
+                    i, prompt, sp = pending[0]
+                    try:
+                        ids[i] = self.add_request(prompt, sp)
+                    except QueueFull:
+                        break
+                    pending.popleft()
+                self.step()
+                if progress is not None:
+                    now = sum(1 for r in ids if r is not None and self.requests[r].finished)
+                    if now != done:
+                        progress(now, len(prompts))
+                        done = now
+            return [self.requests[r].output() for r in ids]  # type: ignore[index]
+        finally:
+            for r in ids:
+                if r is not None:
+                    self._forget(r)
+
+    def stream(self, prompt: str | Sequence[int], params: SamplingParams | None = None) -> Iterator[StreamDelta]:
+        """Generate for one prompt, yielding each :class:`StreamDelta` as soon as its step ends. Closing
+        the iterator early aborts the request."""
+        request_id = self.add_request(prompt, params)
+        try:
+            while not self.requests[request_id].finished:
+                for delta in self.step():
+                    if delta.request_id == request_id:
+                        yield delta
+        finally:
+            if not self.requests[request_id].finished:
+                self.abort(request_id)
+                self.step()
+            self._forget(request_id)
+
+    def _forget(self, request_id: str) -> None:
+        with self._lock:
+            request = self.requests.get(request_id)
+            if request is not None and request.finished:
+                del self.requests[request_id]
+
+    def output(self, request_id: str) -> RequestOutput:
+        """The current :class:`RequestOutput` of a request in flight (or finished and not yet forgotten)."""
+        return self.requests[request_id].output()
+
+
+__all__ = ["DEFAULT_KV_CACHE_TOKENS", "Engine", "EngineStats", "QueueFull"]
