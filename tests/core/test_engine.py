@@ -204,3 +204,32 @@ def test_a_component_without_the_ragged_capability_is_refused_by_name(tiny_model
             Engine(net, tokenizer, registries=registries)
     finally:
         entry.capabilities.update(saved)
+
+
+def test_speculative_greedy_equals_plain_greedy(tiny_model, builtin_host):
+    target, tokenizer = tiny_model()
+    torch.manual_seed(1)
+    draft, _ = tiny_model(n_layers=1)
+    # a draft that is often right: the target itself with its last layers dropped would be typical; here the
+    # target's own weights make every proposal right, and an unrelated random draft makes most of them wrong
+    greedy = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
+    plain = Engine(target, tokenizer, registries=builtin_host.registries, block_size=4)
+    expected = [o.outputs[0].token_ids for o in plain.generate([list(p) for p in PROMPTS], greedy)]
+    for helper, k in ((draft, 3), (target, 4)):
+        spec = Engine(target, tokenizer, registries=builtin_host.registries, block_size=4, draft=helper,
+                      num_speculative_tokens=k, max_batch=3)
+        outs = spec.generate([list(p) for p in PROMPTS], greedy)
+        assert [o.outputs[0].token_ids for o in outs] == expected
+        assert spec.stats().kv_blocks_used == 0
+    assert spec.speculator.acceptance_rate == 1.0  # the target drafting for itself is always right
+
+
+def test_a_draft_with_another_vocabulary_is_refused(tiny_model, builtin_host, tiny_config):
+    target, tokenizer = tiny_model()
+    from plugformer.model import build_model
+
+    cfg = tiny_config("position=learned").copy()
+    cfg.model.max_seq_len = CONTEXT
+    other = build_model(cfg, builtin_host.registries, 300)
+    with pytest.raises(ConfigError, match="vocabulary"):
+        Engine(target, tokenizer, registries=builtin_host.registries, draft=other)

@@ -37,6 +37,7 @@ from plugformer.engine.sampler import apply_penalties, draw, token_logprobs
 from plugformer.engine.scheduler import QueueFull, Scheduler
 from plugformer.engine.sequence import Request
 from plugformer.engine.sequence import Sequence as Seq
+from plugformer.engine.speculative import Speculator, eligible
 from plugformer.engine.support import check_ragged_support
 from plugformer.engine.text import TextTracker
 from plugformer.errors import ConfigError
@@ -92,7 +93,8 @@ class Engine:
                  precision: str = "fp32", max_batch: int = 64, kv_cache_tokens: int | None = None,
                  block_size: int = 16, max_prefill_tokens: int = 512, max_waiting: int = 1024,
                  prefix_caching: bool = True, gpu_memory_fraction: float = 0.5,
-                 registries: Registries | None = None):
+                 registries: Registries | None = None, draft: nn.Module | None = None,
+                 num_speculative_tokens: int = 4):
         if registries is None:
             from plugformer import get_registries
             registries = get_registries()
@@ -114,14 +116,33 @@ class Engine:
         num_blocks = -(-tokens // block_size) + 1  # + the reserved zero block
         self.pool = BlockPool(num_blocks, block_size)
         self.cache = PagedKVCache(layers, kv_heads, head_dim, num_blocks, block_size, self.device, dtype)
+        self.speculator = self._speculator(draft, num_speculative_tokens, num_blocks, block_size)
         self.scheduler = Scheduler(self.pool, [self.cache], max_batch=max_batch,
                                    max_prefill_tokens=max_prefill_tokens, max_waiting=max_waiting,
-                                   prefix_caching=prefix_caching)
+                                   prefix_caching=prefix_caching,
+                                   lookahead=self.speculator.k if self.speculator is not None else 0)
         self.requests: dict[str, Request] = {}
         self._lock = threading.RLock()
         self._aborts: deque[str] = deque()
         self._ids = itertools.count()
         self._route = None  # set by add_adapter: routes batch rows through their adapters
+
+    def _speculator(self, draft: nn.Module | None, k: int, num_blocks: int, block_size: int) -> Speculator | None:
+        if draft is None:
+            return None
+        check_ragged_support(draft, self.registries)
+        k = _check_positive("num_speculative_tokens", k)
+        vocab, draft_vocab = self.model.lm_head.out_features, draft.lm_head.out_features
+        if vocab != draft_vocab:
+            raise ConfigError(f"the draft model's vocabulary ({draft_vocab} tokens) differs from the target's "
+                              f"({vocab}): speculative decoding needs the same tokenizer")
+        draft_context = context_length(draft)
+        if draft_context is not None and draft_context < self.context:
+            raise ConfigError(f"the draft model's context ({draft_context} tokens) is shorter than the target's "
+                              f"({self.context})")
+        layers, kv_heads, head_dim = _model_shape(draft)
+        cache = PagedKVCache(layers, kv_heads, head_dim, num_blocks, block_size, self.device, self.cache.dtype)
+        return Speculator(draft.to(self.device), cache, k, self.device, self.precision)
 
     def _pool_tokens(self, kv_cache_tokens: int | None, fraction: float, bytes_per_token: int) -> int:
         if kv_cache_tokens is not None:
@@ -135,15 +156,23 @@ class Engine:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, registries: Registries | None = None, device: str = "auto",
-                        precision: str = "fp32", adapter: str | Path | None = None, **knobs: Any) -> Engine:
+                        precision: str = "fp32", adapter: str | Path | None = None, draft: str | Path | None = None,
+                        **knobs: Any) -> Engine:
         """An engine over the checkpoint at ``path`` (a ``checkpoints/step-N``/``last`` directory, a run
         directory, a merged, quantized or imported checkpoint), loaded by
-        :func:`plugformer.checkpoint.load_model_for_inference` (with ``adapter`` applied unmerged)."""
+        :func:`plugformer.checkpoint.load_model_for_inference` (with ``adapter`` applied unmerged), and
+        optionally a ``draft`` checkpoint with the same tokenizer for speculative decoding."""
         from plugformer import get_registries
         from plugformer.checkpoint import load_model_for_inference
 
         registries = registries or get_registries()
         loaded = load_model_for_inference(path, registries, adapter=adapter, device=device)
+        if draft is not None:
+            drafted = load_model_for_inference(draft, registries, device=str(loaded.device))
+            if drafted.tokenizer.fingerprint() != loaded.tokenizer.fingerprint():
+                raise ConfigError(f"the draft checkpoint {draft} has another tokenizer than {path}: speculative "
+                                  "decoding needs the same one")
+            knobs["draft"] = drafted.model
         return cls(loaded.model, loaded.tokenizer, device=loaded.device, precision=precision,
                    registries=registries, **knobs)
 
@@ -224,11 +253,19 @@ class Engine:
                 self.scheduler._preempt(self.scheduler.running[-1], plan)
                 plan = self.scheduler.schedule()
         sampling: list[tuple[Seq, Tensor]] = []
-        if plan.decode:
-            sampling += self._forward([(s, s.to_compute) for s in plan.decode])
+        decode, gains = plan.decode, []
+        if self.speculator is not None and decode:
+            gains, decode = self._speculate(decode)
+        if decode:
+            sampling += self._forward([(s, s.to_compute) for s in decode])
         if plan.prefill:
             sampling += self._forward(plan.prefill)
         with self._lock:
+            for seq, tokens in gains:
+                for token in tokens:
+                    if seq.finished:
+                        break
+                    self._append(seq, token)
             self._sample(sampling)
             for seq in plan.decode + [s for s, _ in plan.prefill]:
                 self.scheduler.register_full_blocks(seq)
@@ -247,17 +284,33 @@ class Engine:
             request.finished_time = request.finished_time or time.monotonic()
         self.scheduler.remove_finished()
 
+    def _router(self, seqs: list[Seq]) -> contextlib.AbstractContextManager:
+        if self._route is None:
+            return contextlib.nullcontext()
+        return self._route.route(self.model, [s.params.adapter for s in seqs])
+
+    def _speculate(self, decode: list[Seq]) -> tuple[list[tuple[Seq, list[int]]], list[Seq]]:
+        """Draft-and-verify the rows speculation serves; returns their gained tokens and the other rows."""
+        spec = [s for s in decode if eligible(s) and not s.finished]
+        rest = [s for s in decode if s not in spec]
+        k = min([self.speculator.k] + [self.context - len(s.tokens) for s in spec]) if spec else 0
+        if k < 1:
+            return [], decode
+        drafts = self.speculator.propose(spec, k)
+        gains = self.speculator.verify(self.model, self.cache, spec, drafts, self._router(spec))
+        return list(zip(spec, gains)), rest
+
     @torch.no_grad()
     def _forward(self, rows: list[tuple[Seq, int]]) -> list[tuple[Seq, Tensor]]:
         """Compute ``n`` tokens of each row's sequence; the logits of rows that are then up to date."""
+        if self.speculator is not None:
+            self.speculator.prefill(rows)  # the draft's cache follows every token the target computes
         width = max(n for _, n in rows)
         tokens = torch.tensor([s.tokens[s.num_computed:s.num_computed + n] + [0] * (width - n) for s, n in rows],
                               device=self.device)
         batch = PagedBatch(self.cache, [s.blocks for s, _ in rows], [s.num_computed for s, _ in rows],
                            [n for _, n in rows])
-        route = self._route.route(self.model, [s.params.adapter for s, _ in rows]) if self._route is not None \
-            else contextlib.nullcontext()
-        with route, autocast(self.device, self.precision):
+        with self._router([s for s, _ in rows]), autocast(self.device, self.precision):
             logits = self.model(tokens, cache=batch, logits_at=batch.last_token_index())
         ready = []
         for (seq, n), row in zip(rows, logits.float()):

@@ -42,10 +42,11 @@ class Scheduler:
     """The waiting queue, the running set and the block pool they share."""
 
     def __init__(self, pool: BlockPool, caches: list[PagedKVCache], *, max_batch: int, max_prefill_tokens: int,
-                 max_waiting: int, prefix_caching: bool = True):
+                 max_waiting: int, prefix_caching: bool = True, lookahead: int = 0):
         self.pool, self.caches = pool, caches
         self.max_batch, self.max_prefill_tokens, self.max_waiting = max_batch, max_prefill_tokens, max_waiting
         self.prefix_caching = prefix_caching
+        self.lookahead = lookahead  # extra slots a decoding row needs per step (speculative drafts)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
@@ -91,7 +92,7 @@ class Scheduler:
         for seq in list(self.running):
             if seq not in self.running or not seq.prefilled:
                 continue
-            while not self._reserve(seq, len(seq.tokens)):
+            while not self._reserve(seq, len(seq.tokens) + self.lookahead):
                 victim = self.running[-1]
                 self._preempt(victim, plan)
                 if victim is seq:
@@ -114,7 +115,7 @@ class Scheduler:
         if seq in plan.decode:
             plan.decode.remove(seq)
         self.free(seq)
-        seq.num_computed = 0
+        seq.num_computed = seq.draft_computed = 0
         self.waiting.appendleft(seq)
         plan.preempted.append(seq)
         self.num_preemptions += 1
@@ -139,7 +140,7 @@ class Scheduler:
         chunk = min(seq.to_compute, budget)
         if not self._reserve(seq, seq.num_computed + chunk):
             self.free(seq)
-            seq.num_computed = 0
+            seq.num_computed = seq.draft_computed = 0
             return False
         if seq.num_computed == 0 or cached:
             seq.request.num_cached_tokens = max(seq.request.num_cached_tokens, cached)
@@ -158,14 +159,15 @@ class Scheduler:
                 break
             seq.blocks.append(block)
         seq.registered = len(seq.blocks)
-        seq.num_computed = len(seq.blocks) * self.block_size
+        seq.num_computed = seq.draft_computed = len(seq.blocks) * self.block_size
         return seq.num_computed
 
     def register_full_blocks(self, seq: Sequence) -> None:
         """Offer ``seq``'s newly completed full blocks to the prefix cache."""
         if not self.prefix_caching:
             return
-        full = seq.num_computed // self.block_size
+        computed = min(seq.num_computed, seq.draft_computed) if self.lookahead else seq.num_computed
+        full = computed // self.block_size
         if full <= seq.registered:
             return
         keys = block_keys(seq.tokens, self.block_size, full, seq.params.adapter or "")

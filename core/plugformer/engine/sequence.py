@@ -52,6 +52,8 @@ class Sequence:
         self.tokens: list[int] = list(request.prompt_ids)
         self.prompt_len = len(self.tokens)
         self.num_computed = 0
+        #: tokens the draft model has cached (speculative decoding; follows ``num_computed``, at most one behind)
+        self.draft_computed = 0
         self.blocks: list[int] = []
         self.registered = 0  # leading blocks already offered to the prefix cache
         self.tracker, self.generator, self.matcher = tracker, generator, matcher
