@@ -28,4 +28,20 @@ def fsync_tree(directory: Path) -> None:
     fsync_dir(directory)
 
 
-__all__ = ["fsync_dir", "fsync_tree"]
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: a temporary file beside it, fsynced, renamed into
+    place (a crash leaves either nothing or the complete file, never a truncated one)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+__all__ = ["fsync_dir", "fsync_tree", "write_text_atomic"]

@@ -265,14 +265,9 @@ def _check_generate(cfg: Any, host: PluginHost) -> None:
 
 
 def _generate_job(cfg: Any, host: PluginHost) -> None:
-    from plugformer.generation import Generator
+    from plugformer.cli.generate_job import run_generate
 
-    gen = Generator.from_checkpoint(cfg.checkpoint, host.registries, cfg.device, cfg.precision,
-                                    adapter=cfg.get("adapter_dir"))
-    for i in range(cfg.num_samples):
-        text = gen.complete(cfg.prompt, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                            top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed + i)
-        print(cfg.prompt + text)
+    run_generate(cfg, host.registries)
 
 
 def generate(args: list[str]) -> int:

@@ -127,6 +127,22 @@ class GenerateConfig:
     device: str = "auto"
     precision: Precision = Precision.fp32
     num_samples: int = bounded(1, ge=1)
+    # the inference engine (docs/inference.md): more sampling rules, offline batches, beams, speculation
+    min_p: float = bounded(0.0, ge=0, le=1)
+    repetition_penalty: float = bounded(1.0, gt=0)
+    presence_penalty: float = bounded(0.0, ge=-2, le=2)
+    frequency_penalty: float = bounded(0.0, ge=-2, le=2)
+    stop: list = field(default_factory=list)  # stop strings (backslash escapes such as \n are decoded)
+    ignore_eos: bool = False
+    prompts: Optional[str] = None  # a .jsonl file ({"prompt": ...} per line) or a text file (one prompt per line)
+    out: Optional[str] = None  # with prompts=: write one JSON line per prompt here (never replaces a file)
+    num_beams: int = bounded(1, ge=1)  # > 1: beam search (greedy; temperature is ignored)
+    length_penalty: float = 1.0
+    early_stopping: bool = False
+    draft: Optional[str] = None  # a draft checkpoint with the same tokenizer: speculative decoding
+    num_speculative_tokens: int = bounded(4, ge=1)
+    max_batch: int = bounded(64, ge=1)
+    kv_cache_tokens: Optional[int] = bounded(None, ge=1)
 
 
 @dataclass
