@@ -39,6 +39,43 @@ def causal_restricts(tk: int, q_offset: int, *, causal: bool) -> bool:
     return causal and q_offset < tk - 1
 
 
+def is_ragged(q_offset: int | Tensor, kv_lengths: Tensor | None) -> bool:
+    """Whether a call carries a ragged batch (plugin API 1.1): per-row offsets or key lengths. Plain int
+    offsets without ``kv_lengths`` keep the uniform fast paths."""
+    return kv_lengths is not None or isinstance(q_offset, Tensor)
+
+
+def ragged_visibility(batch: int, tq: int, tk: int, q_offset: int | Tensor, kv_lengths: Tensor | None, *,
+                      causal: bool, window: int | None, device: torch.device | str) -> Tensor | None:
+    """Boolean (B, 1, Tq, Tk) mask of a ragged batch, True where row ``b``'s query ``i`` (at position
+    ``q_offset[b] + i``) may see key ``j``: the causal rule and the window per row, and keys
+    ``j >= kv_lengths[b]`` (padding) hidden. None when nothing is hidden (bidirectional, no window,
+    no lengths).
+
+    A few vectorised ops, no loop over rows, no device synchronisation (the engine's decode step). A
+    query that would see no key at all (a padding query past its row's keys, or an empty row) is
+    given every key instead, so its output stays finite: the contract lets padding queries return
+    anything finite, and a row of only ``-inf`` scores would turn into NaN.
+    """
+    if not causal and window is None and kv_lengths is None:
+        return None
+    keys = torch.arange(tk, device=device)
+    offsets = torch.as_tensor(q_offset, device=device).reshape(-1, 1, 1)  # (B or 1, 1, 1)
+    distance = offsets + torch.arange(tq, device=device).reshape(1, tq, 1) - keys  # (B|1, Tq, Tk)
+    if causal:
+        mask = distance >= 0
+        if window is not None:
+            mask &= distance < window
+    elif window is not None:
+        mask = distance.abs() < window
+    else:
+        mask = torch.ones(1, 1, tk, dtype=torch.bool, device=device)
+    if kv_lengths is not None:
+        mask = mask & (keys < kv_lengths.to(device).reshape(-1, 1, 1))
+    mask = mask | ~mask.any(dim=-1, keepdim=True)  # no key visible: see all (finite, and never a real query)
+    return mask.expand(batch, tq, tk).unsqueeze(1)
+
+
 def visibility(tq: int, tk: int, q_offset: int, *, causal: bool, window: int | None,
                device: torch.device | str) -> Tensor | None:
     """Boolean (Tq, Tk) mask, True where query ``i`` (at position ``q_offset + i``) may see key ``j``.
