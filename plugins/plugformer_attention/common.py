@@ -52,27 +52,29 @@ def ragged_visibility(batch: int, tq: int, tk: int, q_offset: int | Tensor, kv_l
     ``j >= kv_lengths[b]`` (padding) hidden. None when nothing is hidden (bidirectional, no window,
     no lengths).
 
-    A few vectorised ops, no loop over rows, no device synchronisation (the engine's decode step). A
-    query that would see no key at all (a padding query past its row's keys, or an empty row) is
-    given every key instead, so its output stays finite: the contract lets padding queries return
-    anything finite, and a row of only ``-inf`` scores would turn into NaN.
+    A few vectorised ops, no loop over rows, no device synchronisation (the engine's decode step): the
+    keys a query may read form a range ``low .. high`` (``low`` only with a window), computed per (row,
+    query) and compared once with the key indices. A query that would see no key at all (a padding query
+    past its row's keys, or an empty row) is given keys ``0 .. high`` instead (at least key 0), so its output
+    stays finite: the contract lets padding queries return anything finite, and a row of only ``-inf``
+    scores would turn into NaN.
     """
     if not causal and window is None and kv_lengths is None:
         return None
     keys = torch.arange(tk, device=device)
-    offsets = torch.as_tensor(q_offset, device=device).reshape(-1, 1, 1)  # (B or 1, 1, 1)
-    distance = offsets + torch.arange(tq, device=device).reshape(1, tq, 1) - keys  # (B|1, Tq, Tk)
+    queries = torch.as_tensor(q_offset, device=device).reshape(-1, 1) + torch.arange(tq, device=device)  # (B|1, Tq)
     if causal:
-        mask = distance >= 0
-        if window is not None:
-            mask &= distance < window
-    elif window is not None:
-        mask = distance.abs() < window
+        high = queries
     else:
-        mask = torch.ones(1, 1, tk, dtype=torch.bool, device=device)
-    if kv_lengths is not None:
-        mask = mask & (keys < kv_lengths.to(device).reshape(-1, 1, 1))
-    mask = mask | ~mask.any(dim=-1, keepdim=True)  # no key visible: see all (finite, and never a real query)
+        high = queries + (window - 1) if window is not None else torch.full_like(queries, tk - 1)
+    if kv_lengths is not None:  # keys past the row's length are padding
+        high = torch.minimum(high, kv_lengths.to(device).reshape(-1, 1) - 1)
+    high = high.clamp_min(0)  # an empty row still reads key 0
+    mask = keys <= high.unsqueeze(-1)  # (B|1, Tq, Tk)
+    if window is not None:
+        low = queries - (window - 1)
+        low = torch.where(low > high, 0, low)  # a padding query whose window holds no real key: 0 .. high
+        mask = mask & (keys >= low.unsqueeze(-1))
     return mask.expand(batch, tq, tk).unsqueeze(1)
 
 

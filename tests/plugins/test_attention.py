@@ -521,6 +521,27 @@ def test_ragged_batch_rows_equal_each_row_alone(cls, shape, causal, window, n_kv
     assert_rows_match_alone(attn, q, k, v, q_offset, kv_lengths, q_lengths, causal=causal, bias=b)
 
 
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("window", [None, 1, 2, 3])
+def test_ragged_mask_is_the_contracts_rule_for_every_real_query(causal, window):
+    """The per-row mask, against the rule written out for each (row, query, key): real queries see exactly
+    the keys the causal rule and the window allow among the row's real keys; padding ones see some key."""
+    from plugformer_attention.common import ragged_visibility
+
+    offsets, lengths, tq, tk = torch.tensor([0, 3, 6, 2, 0]), torch.tensor([2, 4, 9, 2, 0]), 3, 11
+    mask = ragged_visibility(5, tq, tk, offsets, lengths, causal=causal, window=window, device="cpu")
+    assert mask.shape == (5, 1, tq, tk) and mask.dtype == torch.bool
+    for b, (offset, length) in enumerate(zip(offsets.tolist(), lengths.tolist())):
+        for i in range(tq):
+            p = offset + i
+            if p >= length:  # a padding query: anything, as long as it reads some key
+                assert mask[b, 0, i].any()
+                continue
+            expected = [j < length and (j <= p or not causal) and (window is None or abs(p - j) < window)
+                        for j in range(tk)]
+            assert mask[b, 0, i].tolist() == expected, (b, i)
+
+
 @pytest.mark.parametrize("cls", BACKENDS)
 def test_ragged_rows_ignore_padding_key_values_and_batch_order(cls):
     """Garbage in the padded keys and values, more padding, or another row order change no real output."""
