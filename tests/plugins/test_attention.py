@@ -607,7 +607,8 @@ def test_xformers_dense_bias_of_a_ragged_batch_means_the_contract(causal, window
     dense = xf.dense_bias(b, (2, H, 2, k.shape[2]), q_offset, causal=causal, window=window, dtype=torch.float32,
                           device="cpu", kv_lengths=kv_lengths)
     got = make(NaiveAttention)(q, k, v, causal=False, attn_bias=dense)
-    ref = windowed(NaiveAttention, window)(q, k, v, causal=causal, attn_bias=b, q_offset=q_offset, kv_lengths=kv_lengths)
+    ref = windowed(NaiveAttention, window)(q, k, v, causal=causal, attn_bias=b, q_offset=q_offset,
+                                           kv_lengths=kv_lengths)
     torch.testing.assert_close(got[0, :, :1], ref[0, :, :1])
     torch.testing.assert_close(got[1], ref[1])
 

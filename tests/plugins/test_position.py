@@ -322,8 +322,8 @@ def assert_ragged_rows_match_uniform(pe: PositionEncoding, rows: torch.Tensor = 
             torch.testing.assert_close(rq[b, :, t], one_q[0, :, 0])
             torch.testing.assert_close(rk[b, :, t], one_k[0, :, 0])
             if bias is not None:
-                alone = pe.attention_bias(at, keys)
-                torch.testing.assert_close(bias.expand(B, heads, T, -1)[b, :, t], alone.expand(1, heads, 1, -1)[0, :, 0])
+                alone = pe.attention_bias(at, keys).expand(1, heads, 1, -1)
+                torch.testing.assert_close(bias.expand(B, heads, T, -1)[b, :, t], alone[0, :, 0])
     if bias is not None:
         assert bias.shape == (B, heads, T, keys.length)
 

@@ -333,7 +333,8 @@ def test_ragged_rows_equal_each_row_alone(entry: Entry) -> None:
                 bias = _ragged_bias(offsets, q.shape[2], k.shape[2]) if with_bias else None
                 out = attn(q, k, v, causal=causal, attn_bias=bias, q_offset=offsets, kv_lengths=lengths)
                 what = label(entry, device=device, causal=causal, kv_heads=dims.n_kv_heads, bias=with_bias, **options)
-                assert out.shape == q.shape, f"{what}: ragged output shape {tuple(out.shape)}, expected {tuple(q.shape)}"
+                assert out.shape == q.shape, \
+                    f"{what}: ragged output shape {tuple(out.shape)}, expected {tuple(q.shape)}"
                 assert torch.isfinite(out).all(), f"{what}: non-finite output in a ragged batch (padding queries too)"
                 for row, (n, offset, length) in enumerate(zip(RAGGED_QUERIES, offsets.tolist(), lengths.tolist())):
                     row_bias = None if bias is None else bias[row:row + 1, :, :n, :length]
