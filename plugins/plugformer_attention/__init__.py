@@ -5,6 +5,8 @@ default, dispatching to PyTorch's fused kernels (flash, memory-efficient, cuDNN 
 uses xformers' memory-efficient kernels on CUDA (optionally falling back to ``sdpa`` elsewhere).
 All three honour the whole ``Attention`` contract, sliding windows and padding biases included, and
 compute exact softmax attention (``exact_softmax``: the conformance kit compares them with the reference).
+All three take ragged batches (``ragged``, plugin API 1.1: per-row ``q_offset`` and ``kv_lengths``), which
+the inference engine's batched decoding needs.
 """
 from plugformer import hookimpl
 
@@ -13,7 +15,7 @@ plugformer_api = "1.1"  # the plugformer plugin API this package targets
 #: every claim here is exercised by tests/plugins/test_attention.py (and the conformance kit)
 _CONTRACT = {
     "causal": True, "bidirectional": True, "kv_cache": True, "attention_bias": True, "padding_mask": True,
-    "gqa": True, "sliding_window": True, "exact_softmax": True,
+    "gqa": True, "sliding_window": True, "exact_softmax": True, "ragged": True,
 }
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from plugformer.interfaces import Attention, ModelDims
-from plugformer_attention.common import kv_groups, repeat_kv, visibility, window_of
+from plugformer_attention.common import is_ragged, kv_groups, ragged_visibility, repeat_kv, visibility, window_of
 from plugformer_attention.schemas import NaiveAttentionConfig
 
 
@@ -20,7 +20,8 @@ class NaiveAttention(Attention):
     """softmax(q kᵀ / √d + bias) v with scores and softmax in float32 for numerical stability.
 
     Causal and sliding-window masking both become ``-inf`` scores, so a key hidden by either rule
-    (or by a ``-inf`` padding bias) gets exactly zero weight.
+    (or by a ``-inf`` padding bias) gets exactly zero weight. Ragged batches (per-row ``q_offset`` and
+    ``kv_lengths``, plugin API 1.1) use a per-row (B, 1, Tq, Tk) mask built the same way.
     """
 
     def __init__(self, config: NaiveAttentionConfig | None, dims: ModelDims):
@@ -28,7 +29,8 @@ class NaiveAttention(Attention):
         self.window = window_of(config)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
-                attn_bias: Tensor | None = None, q_offset: int = 0) -> Tensor:
+                attn_bias: Tensor | None = None, q_offset: int | Tensor = 0,
+                kv_lengths: Tensor | None = None) -> Tensor:
         groups = kv_groups(q, k)
         k, v = repeat_kv(k, groups), repeat_kv(v, groups)
         tq, tk = q.shape[2], k.shape[2]
@@ -36,7 +38,11 @@ class NaiveAttention(Attention):
         scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
         if attn_bias is not None:
             scores = scores + attn_bias.float()
-        mask = visibility(tq, tk, q_offset, causal=causal, window=self.window, device=q.device)
+        if is_ragged(q_offset, kv_lengths):
+            mask = ragged_visibility(q.shape[0], tq, tk, q_offset, kv_lengths, causal=causal, window=self.window,
+                                     device=q.device)
+        else:
+            mask = visibility(tq, tk, q_offset, causal=causal, window=self.window, device=q.device)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         probs = torch.softmax(scores, dim=-1)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from plugformer.interfaces import Attention, ModelDims
-from plugformer_attention.common import kv_groups, repeat_kv, visibility, window_of
+from plugformer_attention.common import is_ragged, kv_groups, ragged_visibility, repeat_kv, visibility, window_of
 from plugformer_attention.schemas import SdpaAttentionConfig
 
 #: ``enable_gqa`` (kv heads broadcast inside the kernel, no copy) arrived in torch 2.5
@@ -20,13 +20,25 @@ HAS_ENABLE_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2] if p.isd
 
 
 def build_mask(q: Tensor, tk: int, *, causal: bool, attn_bias: Tensor | None,
-               q_offset: int, window: int | None = None) -> tuple[Tensor | None, bool]:
+               q_offset: int | Tensor, window: int | None = None,
+               kv_lengths: Tensor | None = None) -> tuple[Tensor | None, bool]:
     """(attn_mask, is_causal) for SDPA: the cheapest form that means the same as the contract.
 
     ``is_causal=True`` in SDPA aligns the mask to the top-left corner, which is only right when
     queries and keys start together and no window applies; otherwise the mask is built explicitly.
+    A ragged batch (tensor ``q_offset`` or ``kv_lengths``) always gets an explicit per-row
+    (B, 1, Tq, Tk) mask, boolean, or merged into the bias as ``-inf``.
     """
     tq = q.shape[2]
+    if is_ragged(q_offset, kv_lengths):
+        visible = ragged_visibility(q.shape[0], tq, tk, q_offset, kv_lengths, causal=causal, window=window,
+                                    device=q.device)
+        if attn_bias is None:
+            return visible, False
+        bias = attn_bias.to(q.dtype)
+        if visible is not None:
+            bias = torch.where(visible, bias, torch.tensor(float("-inf"), dtype=q.dtype, device=q.device))
+        return bias, False
     visible = visibility(tq, tk, q_offset, causal=causal, window=window, device=q.device)
     if attn_bias is None:
         if visible is None:
@@ -48,10 +60,11 @@ class SdpaAttention(Attention):
         self.window = window_of(config)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
-                attn_bias: Tensor | None = None, q_offset: int = 0) -> Tensor:
+                attn_bias: Tensor | None = None, q_offset: int | Tensor = 0,
+                kv_lengths: Tensor | None = None) -> Tensor:
         groups = kv_groups(q, k)
         mask, is_causal = build_mask(q, k.shape[2], causal=causal, attn_bias=attn_bias, q_offset=q_offset,
-                                     window=self.window)
+                                     window=self.window, kv_lengths=kv_lengths)
         dropout_p = self.dims.dropout if self.training else 0.0
         extra = {}
         if groups > 1:

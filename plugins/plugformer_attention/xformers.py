@@ -11,6 +11,10 @@ whenever one means exactly what the ``Attention`` contract asks for:
 
 and falls back to a dense additive tensor (built from the same visibility rule as ``naive``) for
 anything else: an explicit ``attn_bias``, other offsets, or an xformers version lacking the class.
+Ragged batches (per-row ``q_offset`` and ``kv_lengths``, plugin API 1.1) always take the dense path: a
+(B, H, Tq, Tk) tensor from the same per-row mask as ``naive`` and ``sdpa``. xformers' own padded-key
+classes (``BlockDiagonalCausalWithOffsetPaddedKeysMask``) want the row lengths as host lists, i.e. a
+device synchronisation every step, and a packed query layout, so they are not used here.
 """
 from __future__ import annotations
 
@@ -21,8 +25,8 @@ import torch
 from torch import Tensor
 
 from plugformer.interfaces import Attention, ModelDims
-from plugformer_attention.common import (causal_restricts, kv_groups, repeat_kv, visibility,
-                                         window_of, window_restricts)
+from plugformer_attention.common import (causal_restricts, is_ragged, kv_groups, ragged_visibility, repeat_kv,
+                                         visibility, window_of, window_restricts)
 from plugformer_attention.schemas import SdpaAttentionConfig, XformersAttentionConfig
 from plugformer_attention.xformers_check import NO_CUDA, NOT_INSTALLED, availability
 
@@ -50,13 +54,19 @@ def _aligned(bias: Tensor, shape: tuple[int, int, int, int], dtype: torch.dtype)
     return out
 
 
-def dense_bias(attn_bias: Tensor | None, shape: tuple[int, int, int, int], q_offset: int, *, causal: bool,
-               window: int | None, dtype: torch.dtype, device: torch.device | str) -> Tensor:
+def dense_bias(attn_bias: Tensor | None, shape: tuple[int, int, int, int], q_offset: int | Tensor, *, causal: bool,
+               window: int | None, dtype: torch.dtype, device: torch.device | str,
+               kv_lengths: Tensor | None = None) -> Tensor:
     """The whole mask as one aligned (B, H, Tq, Tk) additive tensor: ``attn_bias`` plus ``-inf`` where
-    the causal rule or the window hides a key. Used when no xformers bias class fits."""
+    the causal rule or the window hides a key (per row for a ragged batch, padded keys past
+    ``kv_lengths`` too). Used when no xformers bias class fits."""
     tq, tk = shape[-2:]
     bias = torch.zeros((), dtype=dtype, device=device) if attn_bias is None else attn_bias.to(dtype)
-    visible = visibility(tq, tk, q_offset, causal=causal, window=window, device=device)
+    if is_ragged(q_offset, kv_lengths):
+        visible = ragged_visibility(shape[0], tq, tk, q_offset, kv_lengths, causal=causal, window=window,
+                                    device=device)
+    else:
+        visible = visibility(tq, tk, q_offset, causal=causal, window=window, device=device)
     if visible is not None:
         bias = torch.where(visible, bias, torch.tensor(float("-inf"), dtype=dtype, device=device))
     return _aligned(bias, shape, dtype)
@@ -125,9 +135,11 @@ class XformersAttention(Attention):
                           "as configured by attention.fallback=sdpa", stacklevel=2)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, *, causal: bool,
-                attn_bias: Tensor | None = None, q_offset: int = 0) -> Tensor:
+                attn_bias: Tensor | None = None, q_offset: int | Tensor = 0,
+                kv_lengths: Tensor | None = None) -> Tensor:
         if self.fallback is not None:
-            return self.fallback(q, k, v, causal=causal, attn_bias=attn_bias, q_offset=q_offset)
+            return self.fallback(q, k, v, causal=causal, attn_bias=attn_bias, q_offset=q_offset,
+                                 kv_lengths=kv_lengths)
         from xformers.ops import fmha, memory_efficient_attention
 
         groups = kv_groups(q, k)
@@ -136,11 +148,12 @@ class XformersAttention(Attention):
         tk = k.shape[2]
         bias: Any = None
         found = False
-        if attn_bias is None:
+        ragged = is_ragged(q_offset, kv_lengths)
+        if attn_bias is None and not ragged:
             found, bias = _structured_bias(fmha.attn_bias, tq, tk, q_offset, causal=causal, window=self.window)
         if not found:
             bias = dense_bias(attn_bias, (b, h, tq, tk), q_offset, causal=causal, window=self.window,
-                              dtype=q.dtype, device=q.device)
+                              dtype=q.dtype, device=q.device, kv_lengths=kv_lengths)
         dropout_p = self.dims.dropout if self.training else 0.0
         out = memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                          attn_bias=bias, p=dropout_p)

@@ -45,8 +45,16 @@ class AlibiPosition(PositionEncoding):
     def attention_bias(self, q_positions: Positions, k_positions: Positions) -> Tensor:
         """(1, H, Tq, Tk) float32: ``-slope · (q - k)``, or ``-slope · |q - k|`` when not causal.
 
-        With causal attention the keys after a query are masked anyway, so only q ≥ k matters.
+        With causal attention the keys after a query are masked anyway, so only q ≥ k matters. Ragged
+        positions (``rows``) give a (B, H, Tq, Tk) bias, row ``b`` from its own positions.
         """
+        if q_positions.is_ragged or k_positions.is_ragged:
+            q_rows = q_positions.per_row().to(self.slopes.device)  # (B or 1, Tq)
+            k_rows = k_positions.per_row().to(self.slopes.device)  # (B or 1, Tk)
+            distance = (q_rows.unsqueeze(2) - k_rows.unsqueeze(1)).float()  # (B, Tq, Tk)
+            if not self.dims.causal:
+                distance = distance.abs()
+            return -self.slopes[None, :, None, None] * distance.unsqueeze(1)
         q = q_positions.tensor.to(self.slopes.device)
         k = k_positions.tensor.to(self.slopes.device)
         distance = (q.unsqueeze(1) - k.unsqueeze(0)).float()  # (Tq, Tk)

@@ -8,7 +8,9 @@ from plugformer_position.schemas import LearnedPositionConfig
 
 
 class LearnedPosition(PositionEncoding):
-    """Adds ``wpe[position]`` to each token embedding; positions must stay below ``max_seq_len``."""
+    """Adds ``wpe[position]`` to each token embedding; positions must stay below ``max_seq_len``.
+
+    Ragged batches (``positions.rows``) gather each row's own entries of the table."""
 
     def __init__(self, config: LearnedPositionConfig | None, dims: ModelDims):
         super().__init__(config, dims)
@@ -23,4 +25,6 @@ class LearnedPosition(PositionEncoding):
                 f"learned position embedding: position {positions.end - 1} is beyond model.max_seq_len="
                 f"{self.wpe.num_embeddings}; shorten the input or use a position encoding that "
                 "extrapolates (rope, sinusoidal)")
+        if positions.rows is not None:
+            return x + self.wpe(positions.rows).to(x.dtype)
         return x + self.wpe.weight[positions.start:positions.end].to(x.dtype)

@@ -71,7 +71,8 @@ def scaled_base(base: float, rotary_dim: int, scaling: str | None, factor: float
 
 
 class RotaryPosition(PositionEncoding):
-    """Rotates q and k in every attention layer; no embedding, no bias, no parameters."""
+    """Rotates q and k in every attention layer; no embedding, no bias, no parameters. Ragged batches
+    (``positions.rows``) rotate each row by its own positions."""
 
     def __init__(self, config: RopeConfig | None, dims: ModelDims):
         super().__init__(config, dims)
@@ -96,7 +97,15 @@ class RotaryPosition(PositionEncoding):
         return rope_cos_sin(positions, self.rotary_dim, self.base, self.position_scale)
 
     def cos_sin(self, positions: Positions) -> tuple[Tensor, Tensor]:
-        """Tables for ``positions``: sliced from the cache, computed on the fly beyond it."""
+        """Tables for ``positions``: sliced from the cache, computed on the fly beyond it. (T, d) for
+        uniform positions; (B, 1, T, d) for a ragged batch (each row's own positions, broadcast over heads)."""
+        if positions.rows is not None:
+            rows = positions.rows.to(self.cos_cached.device)
+            if positions.end > len(self.cos_cached):
+                cos, sin = (t.view(*rows.shape, -1) for t in self._tables(rows.reshape(-1)))
+            else:
+                cos, sin = self.cos_cached[rows], self.sin_cached[rows]
+            return cos.unsqueeze(1), sin.unsqueeze(1)
         if positions.end > len(self.cos_cached):
             return self._tables(positions.tensor)
         return self.cos_cached[positions.start:positions.end], self.sin_cached[positions.start:positions.end]

@@ -21,7 +21,9 @@ def sinusoid_table(positions: Tensor, d_model: int, base: float) -> Tensor:
 
 
 class SinusoidalPosition(PositionEncoding):
-    """Adds the fixed sin/cos vector of each position; extends past ``max_seq_len`` by computing it."""
+    """Adds the fixed sin/cos vector of each position; extends past ``max_seq_len`` by computing it.
+
+    Ragged batches (``positions.rows``) read each row's own positions from the table."""
 
     def __init__(self, config: SinusoidalPositionConfig | None, dims: ModelDims):
         super().__init__(config, dims)
@@ -30,6 +32,13 @@ class SinusoidalPosition(PositionEncoding):
         self.register_buffer("table", table, persistent=False)
 
     def embed(self, x: Tensor, positions: Positions) -> Tensor:
+        if positions.rows is not None:
+            rows = positions.rows.to(self.table.device)
+            if positions.end > len(self.table):
+                pe = sinusoid_table(rows.reshape(-1), self.dims.d_model, self.base).view(*rows.shape, -1)
+            else:
+                pe = self.table[rows]  # (B, T, d_model)
+            return x + pe.to(x.dtype)
         if positions.end > len(self.table):
             pe = sinusoid_table(positions.tensor, self.dims.d_model, self.base)
         else:

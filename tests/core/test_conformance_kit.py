@@ -217,3 +217,58 @@ def test_a_variant_that_mixes_batch_rows_fails_row_independence_and_padding():
     assert "batch row 0 vs the row alone" in results["test_batch_rows_are_independent"]
     assert results["test_padded_keys_are_as_if_absent"].startswith("failed:")
     assert results["test_causal_queries_ignore_later_keys"] == "passed"
+
+
+# -- ragged batches (plugin API 1.1): only for backends declaring ``ragged`` --------------------------------
+class RaggedCosineAttention(CosineAttention):
+    """The cosine variant taking ragged batches: per-row causal masks from a (B,) ``q_offset`` and the keys past
+    each row's ``kv_lengths`` hidden, all as an additive bias."""
+
+    def forward(self, q, k, v, *, causal, attn_bias=None, q_offset=0, kv_lengths=None):
+        if kv_lengths is None and not isinstance(q_offset, torch.Tensor):
+            return super().forward(q, k, v, causal=causal, attn_bias=attn_bias, q_offset=q_offset)
+        keys = torch.arange(k.shape[2], device=q.device)
+        positions = torch.as_tensor(q_offset, device=q.device).reshape(-1, 1, 1, 1) + \
+            torch.arange(q.shape[2], device=q.device).reshape(1, 1, -1, 1)
+        hidden = (keys > positions) if causal else torch.zeros_like(keys, dtype=torch.bool)
+        if kv_lengths is not None:
+            hidden = hidden | (keys >= kv_lengths.reshape(-1, 1, 1, 1))
+        bias = torch.zeros(hidden.shape, device=q.device).masked_fill(hidden, float("-inf"))
+        return super().forward(q, k, v, causal=False, attn_bias=bias if attn_bias is None else bias + attn_bias)
+
+
+class FirstRowOffsetAttention(RaggedCosineAttention):
+    """Broken: every row is masked as if it sat at the first row's position."""
+
+    def forward(self, q, k, v, *, causal, attn_bias=None, q_offset=0, kv_lengths=None):
+        if isinstance(q_offset, torch.Tensor):
+            q_offset = int(q_offset[0])
+        return super().forward(q, k, v, causal=causal, attn_bias=attn_bias, q_offset=q_offset, kv_lengths=kv_lengths)
+
+
+class PaddingBlindAttention(RaggedCosineAttention):
+    """Broken: ignores ``kv_lengths``, so padded keys count (visible to bidirectional queries)."""
+
+    def forward(self, q, k, v, *, causal, attn_bias=None, q_offset=0, kv_lengths=None):
+        return super().forward(q, k, v, causal=causal, attn_bias=attn_bias, q_offset=q_offset)
+
+
+RAGGED_TESTS = {"test_ragged_rows_equal_each_row_alone", "test_ragged_rows_ignore_order_and_padding"}
+
+
+def test_a_ragged_variant_passes_the_ragged_cases_and_others_are_not_asked():
+    results = attention_contract_results(RaggedCosineAttention, **VARIANT_CAPABILITIES, ragged=True)
+    assert RAGGED_TESTS <= set(results) and all(r == "passed" for r in results.values()), results
+    assert not RAGGED_TESTS & set(attention_contract_results(CosineAttention, **VARIANT_CAPABILITIES))  # API 1.0
+
+
+def test_a_variant_masking_every_row_at_the_first_rows_position_fails_by_row():
+    results = attention_contract_results(FirstRowOffsetAttention, **VARIANT_CAPABILITIES, ragged=True)
+    assert "ragged row 1 (q_offset=0, kv_length=3) vs the row alone" in results["test_ragged_rows_equal_each_row_alone"]
+    assert results["test_kv_cache_decoding_matches_full_recomputation"] == "passed"  # int offsets are fine
+
+
+def test_a_variant_ignoring_kv_lengths_fails_the_padding_case():
+    results = attention_contract_results(PaddingBlindAttention, **VARIANT_CAPABILITIES, ragged=True)
+    assert "more padding keys holding garbage" in results["test_ragged_rows_ignore_order_and_padding"]
+    assert "causal=False" in results["test_ragged_rows_equal_each_row_alone"]

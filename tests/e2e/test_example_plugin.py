@@ -76,7 +76,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
 def test_plugins_lists_the_package_with_its_version_and_api(venv, tmp_path):
     listing = venv.plugformer("plugins", cwd=tmp_path)
     assert listing.returncode == 0, listing.stderr
-    assert f"example    {DIST} {VERSION} [api 1.0]" in listing.stdout
+    assert f"example    {DIST} {VERSION} [api 1.1]" in listing.stdout
     for name in ("chunked", "t5_bias", "csv_log"):
         assert f"{name}" in listing.stdout and f"{DIST} {VERSION}" in listing.stdout
     attention = json.loads(venv.plugformer("plugins", "--json", "--family", "attention", cwd=tmp_path).stdout)
@@ -110,7 +110,7 @@ def test_train_uses_its_attention_position_callback_and_keys(venv, tmp_path):
     assert rows[0].startswith("step,loss,lr") and len(rows) == 1 + 3 + 1  # header, 3 steps, 1 evaluation
     manifest = {p["name"]: p for p in json.loads((run / "plugins.json").read_text())}
     assert (manifest["example"]["dist"], manifest["example"]["version"], manifest["example"]["api"]) == \
-        (DIST, VERSION, "1.0")
+        (DIST, VERSION, "1.1")
 
 
 def test_the_conformance_kit_and_its_own_tests_pass(venv, tmp_path):

@@ -469,3 +469,165 @@ def test_xformers_float32_and_padding_on_cuda():
     b = padding_bias(2, 6, {0: slice(0, 2)}).cuda()
     torch.testing.assert_close(got(q, k, v, causal=False, attn_bias=b), ref(q, k, v, causal=False, attn_bias=b),
                                atol=1e-4, rtol=1e-4)
+
+
+# ---- ragged batches (plugin API 1.1): rows at their own positions, padded keys ----------------------
+
+def ragged_inputs(q_lengths: list[int], cached: list[int], n_kv_heads: int = H, extra_keys: int = 0, seed: int = 0,
+                  dtype=torch.float32):
+    """A right-padded ragged batch: row ``b`` has ``cached[b]`` keys already cached and ``q_lengths[b]`` new
+    queries (its keys after them are padding, ``extra_keys`` more of them than the longest row needs).
+    Returns q, k, v, the (B,) int64 ``q_offset`` and ``kv_lengths``."""
+    tq = max(q_lengths)
+    kv_lengths = torch.tensor([c + n for c, n in zip(cached, q_lengths)])
+    q, k, v = qkv(tq, int(kv_lengths.max()) + extra_keys, n_kv_heads, dtype, batch=len(cached), seed=seed)
+    return q, k, v, torch.tensor(cached), kv_lengths
+
+
+def ragged_alibi(q_offset: torch.Tensor, tq: int, tk: int) -> torch.Tensor:
+    """(B, H, Tq, Tk) ALiBi-like bias of queries at their own rows' positions over keys 0..Tk-1."""
+    distance = q_offset[:, None, None] + torch.arange(tq)[None, :, None] - torch.arange(tk)[None, None, :]
+    slopes = 2.0 ** -torch.arange(1, H + 1, dtype=torch.float32)
+    return -slopes[None, :, None, None] * distance[:, None].float()
+
+
+def assert_rows_match_alone(attn, q, k, v, q_offset, kv_lengths, q_lengths, *, causal, bias=None, **tol):
+    out = attn(q, k, v, causal=causal, attn_bias=bias, q_offset=q_offset, kv_lengths=kv_lengths)
+    assert out.shape == q.shape and torch.isfinite(out).all()  # padding queries too: anything finite
+    for row, (offset, length, n) in enumerate(zip(q_offset.tolist(), kv_lengths.tolist(), q_lengths)):
+        row_bias = None if bias is None else bias[row:row + 1, :, :n, :length]
+        alone = attn(q[row:row + 1, :, :n], k[row:row + 1, :, :length], v[row:row + 1, :, :length], causal=causal,
+                     attn_bias=row_bias, q_offset=offset)
+        torch.testing.assert_close(out[row:row + 1, :, :n], alone, **(tol or {"atol": 1e-5, "rtol": 1e-5}))
+    return out
+
+
+RAGGED_SHAPES = {"decode": ([1, 1, 1], [4, 0, 9]), "chunks": ([3, 1, 2], [2, 6, 0]), "prefill": ([5, 2, 4], [0, 0, 0])}
+
+
+@pytest.mark.parametrize("cls", BACKENDS)
+@pytest.mark.parametrize("shape", list(RAGGED_SHAPES))
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("window", [None, 2], ids=["global", "window2"])
+@pytest.mark.parametrize("n_kv_heads", [4, 2, 1], ids=["mha", "gqa", "mqa"])
+@pytest.mark.parametrize("bias", [None, "alibi"])
+def test_ragged_batch_rows_equal_each_row_alone(cls, shape, causal, window, n_kv_heads, bias):
+    """Each row of a ragged batch (its own offset, its own number of real keys, padding after them) gets
+    exactly what it gets decoded alone with an int offset and only its real keys."""
+    q_lengths, cached = RAGGED_SHAPES[shape]
+    q, k, v, q_offset, kv_lengths = ragged_inputs(q_lengths, cached, n_kv_heads, extra_keys=2)
+    b = None if bias is None else ragged_alibi(q_offset, q.shape[2], k.shape[2])
+    attn = windowed(cls, window, n_kv_heads)
+    assert_rows_match_alone(attn, q, k, v, q_offset, kv_lengths, q_lengths, causal=causal, bias=b)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("window", [None, 1, 2, 3])
+def test_ragged_mask_is_the_contracts_rule_for_every_real_query(causal, window):
+    """The per-row mask, against the rule written out for each (row, query, key): real queries see exactly
+    the keys the causal rule and the window allow among the row's real keys; padding ones see some key."""
+    from plugformer_attention.common import ragged_visibility
+
+    offsets, lengths, tq, tk = torch.tensor([0, 3, 6, 2, 0]), torch.tensor([2, 4, 9, 2, 0]), 3, 11
+    mask = ragged_visibility(5, tq, tk, offsets, lengths, causal=causal, window=window, device="cpu")
+    assert mask.shape == (5, 1, tq, tk) and mask.dtype == torch.bool
+    for b, (offset, length) in enumerate(zip(offsets.tolist(), lengths.tolist())):
+        for i in range(tq):
+            p = offset + i
+            if p >= length:  # a padding query: anything, as long as it reads some key
+                assert mask[b, 0, i].any()
+                continue
+            expected = [j < length and (j <= p or not causal) and (window is None or abs(p - j) < window)
+                        for j in range(tk)]
+            assert mask[b, 0, i].tolist() == expected, (b, i)
+
+
+@pytest.mark.parametrize("cls", BACKENDS)
+def test_ragged_rows_ignore_padding_key_values_and_batch_order(cls):
+    """Garbage in the padded keys and values, more padding, or another row order change no real output."""
+    q_lengths, cached = [1, 2, 1], [5, 1, 8]
+    q, k, v, q_offset, kv_lengths = ragged_inputs(q_lengths, cached, 2, extra_keys=0, seed=3)
+    attn = make(cls, 2)
+    out = attn(q, k, v, causal=True, q_offset=q_offset, kv_lengths=kv_lengths)
+    longer = torch.cat([k, torch.zeros_like(k[:, :, :4])], dim=2), torch.cat([v, torch.zeros_like(v[:, :, :4])], dim=2)
+    for row, length in enumerate(kv_lengths.tolist()):  # padding: huge (finite) garbage
+        for t in longer:
+            t[row, :, length:] = 1e4 * torch.randn_like(t[row, :, length:])
+    padded = attn(q, *longer, causal=True, q_offset=q_offset, kv_lengths=kv_lengths)
+    order = torch.tensor([2, 0, 1])
+    permuted = attn(q[order], k[order], v[order], causal=True, q_offset=q_offset[order], kv_lengths=kv_lengths[order])
+    for row, n in enumerate(q_lengths):
+        torch.testing.assert_close(padded[row, :, :n], out[row, :, :n], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(permuted[order.tolist().index(row), :, :n], out[row, :, :n])
+
+
+@pytest.mark.parametrize("cls", BACKENDS)
+def test_ragged_matches_the_loop_reference_and_the_uniform_path(cls):
+    """Against the one-query-at-a-time float64 reference per row; and rows that all sit at the same
+    position with every key real give exactly the int-offset path's result."""
+    q, k, v, q_offset, kv_lengths = ragged_inputs([2, 2], [3, 1], 2, extra_keys=1, seed=5)
+    out = make(cls, 2)(q, k, v, causal=True, q_offset=q_offset, kv_lengths=kv_lengths)
+    for row, (offset, length) in enumerate(zip(q_offset.tolist(), kv_lengths.tolist())):
+        expected = loop_reference(q[row:row + 1], k[row:row + 1, :, :length], v[row:row + 1, :, :length], True, None,
+                                  offset)
+        torch.testing.assert_close(out[row:row + 1].double(), expected, atol=1e-5, rtol=1e-5)
+    q, k, v = qkv(2, 6, 2, seed=6)
+    uniform = make(cls, 2)(q, k, v, causal=True, q_offset=4)
+    as_tensor = make(cls, 2)(q, k, v, causal=True, q_offset=torch.tensor([4, 4]), kv_lengths=torch.tensor([6, 6]))
+    torch.testing.assert_close(as_tensor, uniform)
+    torch.testing.assert_close(make(cls, 2)(q, k, v, causal=True, q_offset=torch.tensor([4, 4])), uniform)
+
+
+@pytest.mark.parametrize("cls", BACKENDS)
+def test_ragged_empty_rows_and_padding_queries_stay_finite(cls):
+    """A row with no keys at all (an idle slot) and padding queries past a row's keys, even under a window
+    that leaves them nothing to see, return finite values instead of NaN."""
+    attn = windowed(cls, 1, 2)
+    q, k, v, _, _ = ragged_inputs([3, 3], [0, 0], 2)
+    out = attn(q, k, v, causal=True, q_offset=torch.tensor([2, 0]), kv_lengths=torch.tensor([3, 0]))
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[0, :, 0], v[0, :, 2].repeat_interleave(2, 0))  # window 1: itself only
+
+
+def test_sdpa_ragged_matches_naive_in_bfloat16():
+    q, k, v, q_offset, kv_lengths = ragged_inputs([1, 3, 2], [7, 0, 3], 2, extra_keys=3, dtype=torch.bfloat16)
+    b = ragged_alibi(q_offset, q.shape[2], k.shape[2])
+    ref = make(NaiveAttention, 2)(q, k, v, causal=True, attn_bias=b, q_offset=q_offset, kv_lengths=kv_lengths)
+    got = make(SdpaAttention, 2)(q, k, v, causal=True, attn_bias=b, q_offset=q_offset, kv_lengths=kv_lengths)
+    for row, n in enumerate([1, 3, 2]):
+        torch.testing.assert_close(got[row, :, :n], ref[row, :, :n], **TOL[torch.bfloat16])
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("window", [None, 2])
+def test_xformers_dense_bias_of_a_ragged_batch_means_the_contract(causal, window):
+    """The dense bias xformers gets for a ragged batch, added to plain scores, equals the ragged reference."""
+    q, k, v, q_offset, kv_lengths = ragged_inputs([1, 2], [4, 1], extra_keys=2)
+    b = ragged_alibi(q_offset, 2, k.shape[2])
+    dense = xf.dense_bias(b, (2, H, 2, k.shape[2]), q_offset, causal=causal, window=window, dtype=torch.float32,
+                          device="cpu", kv_lengths=kv_lengths)
+    got = make(NaiveAttention)(q, k, v, causal=False, attn_bias=dense)
+    ref = windowed(NaiveAttention, window)(q, k, v, causal=causal, attn_bias=b, q_offset=q_offset,
+                                           kv_lengths=kv_lengths)
+    torch.testing.assert_close(got[0, :, :1], ref[0, :, :1])
+    torch.testing.assert_close(got[1], ref[1])
+
+
+@pytest.mark.skipif(XFORMERS_OK, reason="xformers runs here")
+def test_xformers_fallback_passes_ragged_batches_on(monkeypatch):
+    monkeypatch.setattr(xf, "_FALLBACK_WARNED", True)
+    attn = make(xf.XformersAttention, 2, config=XformersAttentionConfig(fallback="sdpa"))
+    q, k, v, q_offset, kv_lengths = ragged_inputs([1, 2, 1], [3, 0, 6], 2, extra_keys=1)
+    assert_rows_match_alone(attn, q, k, v, q_offset, kv_lengths, [1, 2, 1], causal=True)
+
+
+@needs_xformers
+@pytest.mark.parametrize("window", [None, 3], ids=["global", "window3"])
+def test_xformers_ragged_on_cuda(window):
+    ref, got = gpu_pair(window, 2)
+    q, k, v, q_offset, kv_lengths = (t.cuda() for t in ragged_inputs([1, 3, 2], [5, 0, 2], 2, extra_keys=3,
+                                                                     dtype=torch.float16))
+    out = got(q, k, v, causal=True, q_offset=q_offset, kv_lengths=kv_lengths)
+    expected = ref(q, k, v, causal=True, q_offset=q_offset, kv_lengths=kv_lengths)
+    for row, n in enumerate([1, 3, 2]):
+        torch.testing.assert_close(out[row, :, :n], expected[row, :, :n], **GPU_TOL[torch.float16])

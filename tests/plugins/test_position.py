@@ -291,3 +291,78 @@ def test_registration_is_torch_free_and_resolves():
         cls(schema() if schema else None, dims())  # the schema's defaults construct the encoding
     assert registries.position.get("alibi").capabilities["needs_attention"] == ["attention_bias"]
     assert registries.position.get("none").load_schema() is None
+
+
+# ---- ragged batches (plugin API 1.1): each row at its own positions ------------------------------
+
+#: three rows at their own positions (the engine's batch: row 2 is short, its padding repeats a position)
+RAGGED_ROWS = torch.tensor([[3, 4, 5, 6], [0, 1, 2, 3], [9, 10, 10, 10]])
+
+
+def ragged(rows: torch.Tensor = RAGGED_ROWS) -> Positions:
+    return Positions.ragged(rows, int(rows.min()), int(rows.max()) + 1)
+
+
+def assert_ragged_rows_match_uniform(pe: PositionEncoding, rows: torch.Tensor = RAGGED_ROWS, d_model: int = 32,
+                                     heads: int = 2, head_dim: int = 16) -> None:
+    """embed, rotate and attention_bias of a ragged batch equal, row by row, each position's uniform result."""
+    torch.manual_seed(0)
+    B, T = rows.shape
+    x, q, k = torch.randn(B, T, d_model), torch.randn(B, heads, T, head_dim), torch.randn(B, 1, T, head_dim)
+    positions, keys = ragged(rows), Positions(0, int(rows.max()) + 1)
+    out = pe.embed(x, positions)
+    rq, rk = pe.rotate(q, k, positions)
+    bias = pe.attention_bias(positions, keys)
+    assert out.shape == x.shape and rq.shape == q.shape and rk.shape == k.shape
+    for b in range(B):
+        for t in range(T):
+            at = Positions(int(rows[b, t]), 1)
+            torch.testing.assert_close(out[b, t], pe.embed(x[b:b + 1, t:t + 1], at)[0, 0])
+            one_q, one_k = pe.rotate(q[b:b + 1, :, t:t + 1], k[b:b + 1, :, t:t + 1], at)
+            torch.testing.assert_close(rq[b, :, t], one_q[0, :, 0])
+            torch.testing.assert_close(rk[b, :, t], one_k[0, :, 0])
+            if bias is not None:
+                alone = pe.attention_bias(at, keys).expand(1, heads, 1, -1)
+                torch.testing.assert_close(bias.expand(B, heads, T, -1)[b, :, t], alone[0, :, 0])
+    if bias is not None:
+        assert bias.shape == (B, heads, T, keys.length)
+
+
+@pytest.mark.parametrize("options", [{}, {"partial_rotary_factor": 0.5}, {"scaling": RopeScaling.linear,
+                                     "scaling_factor": 2.0}, {"scaling": RopeScaling.ntk, "scaling_factor": 4.0}],
+                         ids=["plain", "partial", "linear", "ntk"])
+@pytest.mark.parametrize("max_seq_len", [16, 8], ids=["cached", "beyond-cache"])
+def test_rope_ragged_rows_rotate_by_their_own_positions(options, max_seq_len):
+    assert_ragged_rows_match_uniform(rope(max_seq_len=max_seq_len, **options))
+    cos, _ = rope(max_seq_len=max_seq_len, **options).cos_sin(ragged())
+    assert cos.shape[:3] == (3, 1, 4)  # (B, 1, T, d): broadcast over heads
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_alibi_ragged_bias_has_a_row_per_sequence(causal):
+    assert_ragged_rows_match_uniform(AlibiPosition(AlibiConfig(), dims(causal=causal)))
+
+
+@pytest.mark.parametrize("max_seq_len", [16, 8], ids=["cached", "beyond-cache"])
+def test_sinusoidal_ragged_rows_add_their_own_positions(max_seq_len):
+    assert_ragged_rows_match_uniform(SinusoidalPosition(SinusoidalPositionConfig(), dims(max_seq_len=max_seq_len)))
+
+
+def test_learned_ragged_rows_and_its_limit():
+    pe = LearnedPosition(LearnedPositionConfig(), dims(max_seq_len=16))
+    assert_ragged_rows_match_uniform(pe)
+    with pytest.raises(ValueError, match="position 10 is beyond model.max_seq_len=8"):
+        LearnedPosition(LearnedPositionConfig(), dims(max_seq_len=8)).embed(torch.zeros(3, 4, 32), ragged())
+
+
+def test_none_ragged_is_the_identity():
+    assert_ragged_rows_match_uniform(NoPosition(None, dims()))
+
+
+def test_every_builtin_encoding_declares_ragged():
+    import plugformer
+    import plugformer_position
+
+    registries = plugformer.Registries()
+    plugformer_position.plugformer_register(registries=registries)
+    assert all(entry.capabilities.get("ragged") is True for entry in registries.position)

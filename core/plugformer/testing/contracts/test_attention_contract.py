@@ -17,6 +17,10 @@ backend itself:
   equals the backend's own with each kv head repeated;
 - **sliding windows** (``sliding_window``): keys outside the window do not matter, keys inside do;
 - **KV-cache decoding** (``kv_cache``): prefill plus incremental steps equal the full forward;
+- **ragged batches** (``ragged``, plugin API 1.1): rows at their own positions (a (B,) ``q_offset`` tensor)
+  with their own numbers of real keys (``kv_lengths``): each row equals that row computed alone with an int
+  offset and only its real keys; neither the other rows, their order, nor the padding keys' values or count
+  change it; padding queries stay finite;
 - dropout only while training; gradients reach q, k and v.
 
 Backends declaring ``exact_softmax`` (naive, sdpa, xformers) are also compared with the reference: the
@@ -279,6 +283,92 @@ def test_kv_cache_decoding_matches_full_recomputation(entry: Entry) -> None:
     for device in devices(entry):
         for dims, options, with_bias in _decode_cases(entry):
             _decode(entry, device, dims, options, with_bias)
+
+
+# -- ragged batches (plugin API 1.1) -----------------------------------------------------------------
+#: per row: new queries and keys already cached (so row b's queries sit at RAGGED_CACHED[b] + i and it has
+#: RAGGED_CACHED[b] + RAGGED_QUERIES[b] real keys); one decode-like row, one chunk, one short prefill
+RAGGED_QUERIES, RAGGED_CACHED = (1, 3, 2), (6, 0, 2)
+
+
+def _ragged_inputs(device: str, kv_heads: int, *, extra_keys: int = 0, seed: int = 70) -> tuple[torch.Tensor, ...]:
+    """q (3, 4, Tq, 8), k and v (3, Hkv, Tk, 8) right-padded, the (3,) int64 ``q_offset`` and ``kv_lengths``."""
+    offsets = torch.tensor(RAGGED_CACHED, device=device)
+    lengths = offsets + torch.tensor(RAGGED_QUERIES, device=device)
+    tq, tk, rows = max(RAGGED_QUERIES), int(lengths.max()) + extra_keys, len(RAGGED_QUERIES)
+    return (randn(rows, 4, tq, 8, seed=seed, device=device), randn(rows, kv_heads, tk, 8, seed=seed + 1, device=device),
+            randn(rows, kv_heads, tk, 8, seed=seed + 2, device=device), offsets, lengths)
+
+
+def _ragged_bias(offsets: torch.Tensor, tq: int, tk: int) -> torch.Tensor:
+    """(B, 4, Tq, Tk) ALiBi-like bias from each row's own query positions (the shape a ragged encoding gives)."""
+    queries = offsets[:, None, None] + torch.arange(tq, device=offsets.device)[None, :, None]
+    distance = (queries - torch.arange(tk, device=offsets.device)[None, None, :]).float()
+    slopes = 2.0 ** -torch.arange(1, 5, dtype=torch.float32, device=offsets.device)
+    return -slopes[None, :, None, None] * distance[:, None]
+
+
+def _ragged_cases(entry: Entry) -> list[tuple[Any, dict[str, Any], bool]]:
+    """(dims, options, with_bias) of each ragged case the entry's other capabilities call for."""
+    caps = entry.capabilities
+    cases = [(tiny_dims(), {}, False)]
+    if caps.get("attention_bias"):
+        cases.append((tiny_dims(), {}, True))
+    if caps.get("gqa"):
+        cases.append((tiny_dims(n_kv_heads=2), {}, False))
+    if caps.get("sliding_window"):
+        cases.append((tiny_dims(), {"window": 2}, False))
+    return cases
+
+
+@contract("attention", needs=("ragged",))
+def test_ragged_rows_equal_each_row_alone(entry: Entry) -> None:
+    """Row ``b`` of a ragged call (``q_offset`` and ``kv_lengths`` tensors, keys right-padded) equals the
+    backend's output for that row alone: its real queries, its real keys, ``q_offset=int``."""
+    for device in devices(entry):
+        for causal in modes(entry):
+            for dims, options, with_bias in _ragged_cases(entry):
+                attn = backend(entry, device, dims, **options)
+                q, k, v, offsets, lengths = _ragged_inputs(device, dims.n_kv_heads, extra_keys=2)
+                bias = _ragged_bias(offsets, q.shape[2], k.shape[2]) if with_bias else None
+                out = attn(q, k, v, causal=causal, attn_bias=bias, q_offset=offsets, kv_lengths=lengths)
+                what = label(entry, device=device, causal=causal, kv_heads=dims.n_kv_heads, bias=with_bias, **options)
+                assert out.shape == q.shape, \
+                    f"{what}: ragged output shape {tuple(out.shape)}, expected {tuple(q.shape)}"
+                assert torch.isfinite(out).all(), f"{what}: non-finite output in a ragged batch (padding queries too)"
+                for row, (n, offset, length) in enumerate(zip(RAGGED_QUERIES, offsets.tolist(), lengths.tolist())):
+                    row_bias = None if bias is None else bias[row:row + 1, :, :n, :length]
+                    alone = attn(q[row:row + 1, :, :n], k[row:row + 1, :, :length], v[row:row + 1, :, :length],
+                                 causal=causal, attn_bias=row_bias, q_offset=offset)
+                    assert_close(out[row:row + 1, :, :n], alone,
+                                 f"{what}: ragged row {row} (q_offset={offset}, kv_length={length}) vs the row alone")
+
+
+@contract("attention", needs=("ragged",))
+def test_ragged_rows_ignore_order_and_padding(entry: Entry) -> None:
+    """Permuting the rows permutes the outputs; more padding keys, holding large (finite) garbage, change no
+    real query's output."""
+    for device in devices(entry):
+        attn = backend(entry, device)
+        for causal in modes(entry):
+            q, k, v, offsets, lengths = _ragged_inputs(device, 4, seed=80)
+            out = attn(q, k, v, causal=causal, q_offset=offsets, kv_lengths=lengths)
+            what = label(entry, device=device, causal=causal)
+            order = torch.tensor([2, 0, 1], device=device)
+            permuted = attn(q[order], k[order], v[order], causal=causal, q_offset=offsets[order],
+                            kv_lengths=lengths[order])
+            extra = 5
+            padded_k = torch.cat([k, randn(3, 4, extra, 8, seed=81, device=device)], dim=2)
+            padded_v = torch.cat([v, randn(3, 4, extra, 8, seed=82, device=device)], dim=2)
+            for row, length in enumerate(lengths.tolist()):
+                padded_k[row, :, length:] *= 1e3
+                padded_v[row, :, length:] = 1e3 * randn(4, padded_v.shape[2] - length, 8, seed=83 + row, device=device)
+            padded = attn(q, padded_k, padded_v, causal=causal, q_offset=offsets, kv_lengths=lengths)
+            for row, n in enumerate(RAGGED_QUERIES):
+                moved = order.tolist().index(row)
+                assert_close(permuted[moved, :, :n], out[row, :, :n], f"{what}: ragged row {row} moved to {moved}")
+                assert_close(padded[row, :, :n], out[row, :, :n],
+                             f"{what}: ragged row {row} with {extra} more padding keys holding garbage")
 
 
 @contract("attention")

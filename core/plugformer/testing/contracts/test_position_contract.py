@@ -1,7 +1,9 @@
 """Position-encoding contract: shapes and dtypes at every injection point, decoding offsets that agree
 with the full pass (what the KV cache relies on), and the claims an encoding declares (``extrapolates``,
 ``injects``, ``parameters``, ``needs_attention``), plus the named reference properties of well-known
-encodings (RoPE, ALiBi, sinusoidal; see :mod:`plugformer.testing.properties`).
+encodings (RoPE, ALiBi, sinusoidal; see :mod:`plugformer.testing.properties`). Encodings declaring
+``ragged`` (plugin API 1.1) must give each row of a ragged batch (``Positions.rows``) what that row's
+positions give on their own.
 """
 from __future__ import annotations
 
@@ -81,6 +83,43 @@ def test_decoding_offsets_match_the_full_pass(entry: Entry) -> None:
             assert (bias is None) == (all_bias is None), f"{what}: attention_bias is None for only one pass"
             if bias is not None:
                 assert_close(bias, all_bias[:, :, start:], f"{what}: attention_bias rows differ from the full pass")
+
+
+#: per-row positions of a ragged batch: a decoding row, a fresh prompt, a row whose padding repeats its last position
+RAGGED_ROWS = ((5, 6, 7, 8), (0, 1, 2, 3), (11, 12, 12, 12))
+
+
+@contract("position", needs=("ragged",))
+def test_ragged_rows_match_their_own_positions(entry: Entry) -> None:
+    """With ragged ``Positions.rows`` (queries; keys uniform ``0 .. Tk-1``), every row's embedding, rotated q
+    and k and bias row equal what each of its positions gives alone in a uniform batch."""
+    for device in devices(entry):
+        for causal in (True, False):
+            pe = encoding(entry, device, causal=causal)
+            rows = torch.tensor(RAGGED_ROWS, device=device)
+            n, length = rows.shape
+            positions, keys = Positions.ragged(rows, int(rows.min()), int(rows.max()) + 1), Positions(0, 16, device)
+            x = randn(n, length, 32, seed=33, device=device)
+            q, k = randn(n, 4, length, 8, seed=34, device=device), randn(n, 2, length, 8, seed=35, device=device)
+            what = label(entry, device=device, causal=causal, rows=RAGGED_ROWS)
+            out, (rq, rk) = pe.embed(x, positions), pe.rotate(q, k, positions)
+            assert out.shape == x.shape and rq.shape == q.shape and rk.shape == k.shape, f"{what}: shapes change"
+            bias = pe.attention_bias(positions, keys)
+            if bias is not None:
+                assert torch.broadcast_shapes(bias.shape, (n, 4, length, 16)) == (n, 4, length, 16), \
+                    f"{what}: ragged attention_bias {tuple(bias.shape)} does not broadcast to (B, H, Tq, Tk)"
+                bias = bias.float().expand(n, 4, length, 16)
+            for b in range(n):
+                for t, p in enumerate(RAGGED_ROWS[b]):
+                    at, where = Positions(p, 1, device), f"{what}: row {b}, position {p}"
+                    assert_close(out[b, t], pe.embed(x[b:b + 1, t:t + 1], at)[0, 0], f"{where}: embed")
+                    aq, ak = pe.rotate(q[b:b + 1, :, t:t + 1], k[b:b + 1, :, t:t + 1], at)
+                    assert_close(rq[b, :, t], aq[0, :, 0], f"{where}: rotated q")
+                    assert_close(rk[b, :, t], ak[0, :, 0], f"{where}: rotated k")
+                    alone = pe.attention_bias(at, keys)
+                    assert (bias is None) == (alone is None), f"{where}: attention_bias is None for only one pass"
+                    if bias is not None:
+                        assert_close(bias[b, :, t], alone.float().expand(1, 4, 1, 16)[0, :, 0], f"{where}: bias")
 
 
 @contract("position", needs=("extrapolates",))

@@ -2,8 +2,8 @@
 
 - attention ``chunked``: exact attention computed over key blocks with an online softmax (the
   FlashAttention recurrence, in plain PyTorch): peak memory grows with ``chunk_size`` instead of the
-  sequence length; optional Gemma-2-style logit soft-capping (``softcap``);
-- position ``t5_bias``: T5's learned per-head bias over log-spaced relative-distance buckets;
+  sequence length; optional Gemma-2-style logit soft-capping (``softcap``); takes ragged batches;
+- position ``t5_bias``: T5's learned per-head bias over log-spaced relative-distance buckets (ragged too);
 - callback ``csv_log``: every logged and evaluated step as a row of ``<run dir>/metrics.csv``.
 """
 from plugformer import hookimpl
@@ -23,12 +23,14 @@ def plugformer_register(registries):
                     "logit soft-capping",
         capabilities={"devices": ["cpu", "cuda"], "dtypes": ["float32", "bfloat16"], "causal": True,
                       "bidirectional": True, "kv_cache": True, "attention_bias": True, "padding_mask": True,
-                      "gqa": True, "exact_softmax": True})  # exact with the default softcap=None
+                      "gqa": True, "exact_softmax": True,  # exact with the default softcap=None
+                      "ragged": True})  # API 1.1: per-row q_offset and kv_lengths (batched decoding)
     registries.position.register(
         "t5_bias", "plugformer_example.position:T5RelativeBias", schema=f"{_SCHEMAS}:T5BiasConfig",
         description="T5 relative position bias: a learned per-head scalar per log-spaced distance bucket",
         capabilities={"devices": ["cpu", "cuda"], "injects": ["attention_bias"], "parameters": True,
-                      "relative": True, "extrapolates": True, "needs_attention": ["attention_bias"]})
+                      "relative": True, "extrapolates": True, "needs_attention": ["attention_bias"],
+                      "ragged": True})  # API 1.1: reads Positions.rows
     registries.callback.register(
         "csv_log", "plugformer_example.callbacks:CSVLogger",
         description="writes each logged/evaluated step as a row of <run dir>/metrics.csv (rank 0 only)")

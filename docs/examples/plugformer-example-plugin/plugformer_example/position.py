@@ -4,7 +4,8 @@ Each head learns one scalar per distance bucket; the bias ``b[h, bucket(k - q)]`
 attention scores. Half the buckets hold exact small distances, the rest cover ``max_exact ..
 max_distance`` on a log scale, and every longer distance falls in the last bucket, so the encoding
 works at any length (it extrapolates). Causal models use one direction; bidirectional ones split the
-buckets between keys before and after the query.
+buckets between keys before and after the query. Ragged batches (plugin API 1.1): query positions per
+row (``Positions.rows``) give one bias per row.
 """
 from __future__ import annotations
 
@@ -48,8 +49,13 @@ class T5RelativeBias(PositionEncoding):
         nn.init.normal_(self.bias.weight, std=0.02)
 
     def attention_bias(self, q_positions: Positions, k_positions: Positions) -> Tensor:
-        """(1, H, Tq, Tk) float32 bias."""
+        """(1, H, Tq, Tk) float32 bias; (B, H, Tq, Tk) when the positions are ragged (per row)."""
         device = self.bias.weight.device
+        if q_positions.is_ragged or k_positions.is_ragged:
+            q_rows, k_rows = q_positions.per_row().to(device), k_positions.per_row().to(device)
+            relative = k_rows.unsqueeze(1) - q_rows.unsqueeze(2)  # (B, Tq, Tk)
+            buckets = relative_buckets(relative, self.dims.causal, self.num_buckets, self.max_distance)
+            return self.bias(buckets).float().permute(0, 3, 1, 2)
         relative = k_positions.tensor.to(device).unsqueeze(0) - q_positions.tensor.to(device).unsqueeze(1)
         buckets = relative_buckets(relative, self.dims.causal, self.num_buckets, self.max_distance)
         return self.bias(buckets).float().permute(2, 0, 1).unsqueeze(0)

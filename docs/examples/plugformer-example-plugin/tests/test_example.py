@@ -46,6 +46,21 @@ def test_every_chunk_size_gives_the_same_result_as_one_block():
         torch.testing.assert_close(out, whole, atol=1e-5, rtol=1e-5)
 
 
+def test_ragged_batches_give_every_row_its_own_result_at_any_chunk_size():
+    """Plugin API 1.1: rows at their own positions (``q_offset`` per row) with their own numbers of real keys
+    (``kv_lengths``): each row equals that row decoded alone, whatever the chunk size."""
+    q, k, v = _qkv(t=11, seed=2)
+    q = q[:, :, :3]
+    offsets, lengths = torch.tensor([8, 2]), torch.tensor([11, 4])  # row 1: 1 real query, 7 padding keys
+    attention = registries().attention.load("chunked")
+    for chunk in (1, 3, 64):
+        attn = attention(ChunkedAttentionConfig(chunk_size=chunk), _dims())
+        out = attn(q, k, v, causal=True, q_offset=offsets, kv_lengths=lengths)
+        torch.testing.assert_close(out[:1], attn(q[:1], k[:1], v[:1], causal=True, q_offset=8), atol=1e-5, rtol=1e-5)
+        alone = attn(q[1:, :, :2], k[1:, :, :4], v[1:, :, :4], causal=True, q_offset=2)
+        torch.testing.assert_close(out[1:, :, :2], alone, atol=1e-5, rtol=1e-5)
+
+
 def test_softcap_bounds_the_scores_like_gemma():
     q, k, v = _qkv(seed=1)
     q = q * 20  # large scores, where the cap matters
@@ -75,6 +90,11 @@ def test_t5_bias_is_relative_so_decoding_offsets_agree():
     assert full.shape == (1, 4, 10, 10)
     step = pe.attention_bias(Positions(9, 1), Positions(0, 10))
     torch.testing.assert_close(step, full[:, :, 9:10])
+    rows = torch.tensor([[9], [4]])  # a ragged batch (plugin API 1.1): one bias row per sequence
+    ragged = pe.attention_bias(Positions.ragged(rows, 4, 10), Positions(0, 10))
+    assert ragged.shape == (2, 4, 1, 10)
+    torch.testing.assert_close(ragged[1:], full[:, :, 4:5])
+    torch.testing.assert_close(ragged[:1], step)
 
 
 def test_csv_logger_writes_rows_and_truncates_on_resume(tmp_path):
