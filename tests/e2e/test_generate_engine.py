@@ -25,10 +25,11 @@ def test_seeded_text_is_what_single_sequence_decoding_gives(cli, checkpoint):
     from plugformer.generation import Generator
 
     out = cli("generate", f"checkpoint={checkpoint}", "prompt=def main(", "max_new_tokens=16", "seed=4",
-              "top_k=40", "num_samples=2").stdout.splitlines()
+              "top_k=40", "num_samples=2").stdout
     gen = Generator.from_checkpoint(checkpoint, get_registries(), "cpu")
     expected = [gen.complete("def main(", max_new_tokens=16, temperature=0.8, top_k=40, seed=4 + i) for i in range(2)]
-    assert "\n".join(out) == "\n".join("def main(" + text for text in expected)
+    expected_out = "".join("def main(" + text + "\n" for text in expected)
+    assert out == expected_out.replace("\r\n", "\n").replace("\r", "\n")  # the subprocess reads universal newlines
 
 
 def test_a_prompts_file_becomes_a_jsonl_of_completions(cli, checkpoint, tmp_path):
