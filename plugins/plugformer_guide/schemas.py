@@ -10,7 +10,7 @@ from plugformer.config import bounded
 @dataclass
 class LLGuidanceConfig:
     # JSON outputs may put whitespace (spaces, newlines, tabs) between tokens, as JSON allows; False: compact
-    # JSON only (", " and ": " are still the separators)
+    # JSON, no whitespace outside strings ("," and ":" as separators)
     any_whitespace: bool = True
     # compiled constraints kept, most recently used first; a request repeating a cached spec skips compiling
     cache_size: int = bounded(64, ge=1, le=65536)

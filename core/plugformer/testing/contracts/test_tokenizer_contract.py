@@ -1,7 +1,8 @@
 """Tokenizer contract, on a tokenizer built from schema defaults and (if it needs it) fitted on the
 kit's multilingual + code sample: ids within the vocabulary and free of special tokens, batch encoding
 equal to one-by-one, exact round trips where ``lossless`` is declared, token bytes (where a tokenizer
-exposes them) that spell the encoded text, save/load that restores the same mapping from plain files, and a fingerprint that is stable and changes with the mapping."""
+exposes them) that spell the encoded text, save/load that restores the same mapping from plain files, and
+a fingerprint that is stable and changes with the mapping."""
 from __future__ import annotations
 
 from pathlib import Path
