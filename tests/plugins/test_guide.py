@@ -261,12 +261,16 @@ def test_batched_fill_equals_each_rows_own_mask(guides, tokenizers):
 
 def test_mask_logits_sets_disallowed_tokens_to_minus_infinity():
     allowed = torch.tensor([True, False, True] * 15)[:40]
-    bitmask = torch.stack([pack_allowed(allowed), pack_allowed(torch.ones(40, dtype=torch.bool))])
-    assert torch.equal(unpack_bitmask(bitmask, 40)[0], allowed)
-    logits = mask_logits(torch.zeros(2, 40), bitmask)
-    assert torch.equal(torch.isinf(logits[0]), ~allowed) and torch.isfinite(logits[1]).all()
+    bitmask = new_bitmask(3, 40)  # row 2 stays unconstrained
+    bitmask[0], bitmask[1] = pack_allowed(allowed), pack_allowed(torch.ones(40, dtype=torch.bool))
+    assert torch.equal(unpack_bitmask(bitmask, 40)[0], allowed) and unpack_bitmask(bitmask, 40)[1:].all()
+    logits = torch.randn(3, 40, generator=torch.Generator().manual_seed(0))
+    masked = mask_logits(logits.clone(), bitmask)
+    assert torch.equal(torch.isinf(masked[0]), ~allowed) and torch.equal(masked[0][allowed], logits[0][allowed])
+    assert torch.equal(masked[1:], logits[1:])
+    assert torch.equal(mask_logits(logits.clone(), new_bitmask(3, 40)), logits)  # nothing constrained
     with pytest.raises(PlugformerError, match="cannot mask logits"):
-        mask_logits(torch.zeros(2, 65), bitmask)
+        mask_logits(torch.zeros(3, 65), bitmask)
 
 
 # -- errors ----------------------------------------------------------------------------------------------------
@@ -299,6 +303,10 @@ def test_specs_are_checked_when_made():
     spec = GuideSpec("choice", ["a", "b"])
     assert spec.value == ("a", "b") and spec == GuideSpec("choice", ("a", "b"))
     assert GuideSpec("json_schema", {"a": 1, "b": 2}).key() == GuideSpec("json_schema", {"b": 2, "a": 1}).key()
+    schema = {"type": "object", "required": ["a"]}
+    kept = GuideSpec("json_schema", schema)
+    schema["required"].append("b")  # the caller's later edits do not reach the spec
+    assert kept.value == {"type": "object", "required": ["a"]}
     assert len({GuideSpec("regex", "x"), GuideSpec("regex", "x"), GuideSpec("choice", ["x"])}) == 2
 
 

@@ -74,8 +74,8 @@ class GuideSpec:
             if not isinstance(value, dict):
                 raise ConfigError(f"structured output json_schema needs the schema as a JSON object (a dict), "
                                   f"got {type(value).__name__}")
-            try:
-                json.dumps(value)
+            try:  # a private plain-JSON copy: the caller's later edits cannot change a spec (or its key)
+                object.__setattr__(self, "value", json.loads(json.dumps(value)))
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"structured output json_schema is not plain JSON: {exc}") from None
         elif self.kind == "json_object":
@@ -280,8 +280,15 @@ def mask_logits(logits: Tensor, bitmask: Tensor) -> Tensor:
     if bitmask.shape[0] != rows or width > bitmask.shape[1] * BITS:
         raise PlugformerError(f"bitmask of shape {tuple(bitmask.shape)} cannot mask logits of shape "
                               f"{tuple(logits.shape)}")
-    allowed = unpack_bitmask(bitmask.to(logits.device, non_blocking=True), width)
-    return logits.masked_fill_(~allowed, float("-inf"))
+    constrained = (bitmask != -1).any(dim=1).nonzero().flatten()  # rows allowing everything cost nothing
+    if constrained.numel() == 0:
+        return logits
+    # a blocking copy: the caller refills the same bitmask next step
+    words = bitmask.index_select(0, constrained).to(logits.device)
+    allowed = unpack_bitmask(words, width)
+    index = constrained.to(logits.device)
+    logits.index_copy_(0, index, logits.index_select(0, index).masked_fill_(~allowed, float("-inf")))
+    return logits
 
 
 def build_guide(registries: Registries, node: str | Mapping[str, Any], tokenizer: Tokenizer, *,

@@ -1,10 +1,10 @@
 """Guide (structured output) contract, on a kit-local vocabulary (the 256 single bytes, some multi-byte
 tokens that straddle JSON syntax, an eos and a pad): every output a decoder sampling from random logits
-produces under the guide's masks, batched the way the engine calls it, parses and follows its constraint,
-for each spec kind the guide declares (capability ``kinds``; all kinds when it declares none); eos is
-allowed exactly when the text is complete; a disallowed token is refused and leaves the matcher usable;
-special ids never spell text; ``allowed()`` agrees with the batched bitmask; and a bad regex is a one-line
-ConfigError."""
+(on each declared device) produces under the guide's masks, batched the way the engine calls it, parses
+and follows its constraint, for each spec kind the guide declares (capability ``kinds``; all kinds when it
+declares none); eos is allowed exactly when the text is complete; a disallowed token is refused and leaves
+the matcher usable; special ids never spell text; ``allowed()`` agrees with the batched bitmask; and a bad
+regex, schema or grammar is a one-line ConfigError."""
 from __future__ import annotations
 
 import json
@@ -19,7 +19,7 @@ from plugformer.errors import ConfigError, PlugformerError
 from plugformer.interfaces import Guide, GuideMatcher, GuideSpec, Vocabulary, mask_logits, new_bitmask
 from plugformer.interfaces.guide import GUIDE_KINDS, unpack_bitmask
 from plugformer.registry import Entry
-from plugformer.testing.construct import build, label
+from plugformer.testing.construct import build, devices, label
 
 contract = pytest.mark.plugformer_contract
 
@@ -80,8 +80,9 @@ def text_of(ids: list[int]) -> str:
     return b"".join(vocabulary.token_bytes[i] for i in ids).decode("utf-8")
 
 
-def sample_batch(guide: Guide, spec: GuideSpec, what: str) -> list[str]:
-    """:data:`SEEDS` rows decoded together from random logits under the guide's masks, as the engine does."""
+def sample_batch(guide: Guide, spec: GuideSpec, what: str, device: str = "cpu") -> list[str]:
+    """:data:`SEEDS` rows decoded together from random logits (on ``device``) under the guide's masks, as the
+    engine does."""
     matchers = [guide.compile(spec) for _ in range(SEEDS)]
     out: list[list[int]] = [[] for _ in range(SEEDS)]
     live = set(range(SEEDS))
@@ -91,7 +92,8 @@ def sample_batch(guide: Guide, spec: GuideSpec, what: str) -> list[str]:
         if not live:
             return [text_of(ids) for ids in out]
         guide.fill_bitmasks([m if i in live else None for i, m in enumerate(matchers)], bitmask)
-        logits = mask_logits(torch.randn(SEEDS, guide.vocabulary.size, generator=generator) * 3, bitmask)
+        logits = torch.randn(SEEDS, guide.vocabulary.size, generator=generator).to(device) * 3
+        logits = mask_logits(logits, bitmask).float().cpu()
         picked = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)[:, 0].tolist()
         for i in sorted(live):
             matchers[i].accept(picked[i])
@@ -105,10 +107,10 @@ def sample_batch(guide: Guide, spec: GuideSpec, what: str) -> list[str]:
 @contract("guide")
 def test_every_sampled_output_follows_the_constraint(entry: Entry) -> None:
     guide = kit_guide(entry)
-    for kind in declared_kinds(entry):
+    for device, kind in ((d, k) for d in devices(entry) for k in declared_kinds(entry)):
         spec, follows = CASES[kind]
-        what = label(entry, kind=kind)
-        for text in sample_batch(guide, spec, what):
+        what = label(entry, device=device, kind=kind)
+        for text in sample_batch(guide, spec, what, device):
             try:
                 ok = follows(text)
             except ValueError as exc:  # json.loads
