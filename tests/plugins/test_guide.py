@@ -331,6 +331,16 @@ def test_response_format_maps_to_a_spec():
         assert "\n" not in str(info.value)
 
 
+def test_guide_options_are_checked_when_built(registries, tokenizers):
+    with pytest.raises(ConfigError, match=r"guide.cache_size=0 must be in \[1, 65536\]"):
+        build_guide(registries, {"name": "llguidance", "cache_size": 0}, tokenizers["byte"])
+    with pytest.raises(ConfigError, match="guide 'llguidance' has no option 'whitespace'"):
+        build_guide(registries, {"name": "llguidance", "whitespace": "any"}, tokenizers["byte"])
+    guide = build_guide(registries, {"name": "llguidance", "threads": 2}, tokenizers["byte"])
+    assert guide.config.threads == 2 and len(decode_batch(guide, tokenizers["byte"], GuideSpec("regex", "[ab]{3}"),
+                                                          seeds=4)) == 4
+
+
 def test_a_tokenizer_that_cannot_spell_its_tokens_makes_structured_output_unavailable(registries, tokenizers):
     class Opaque(ByteTokenizer):
         def token_bytes(self) -> list[bytes]:

@@ -132,3 +132,30 @@ def test_sentencepiece_tokens_spell_the_normalized_text_with_its_dummy_prefix(sp
     for text in ["hello world", "def add(a, b): return a + b", "naïve café 数学 🚀 ʤ"]:
         assert tok.decode(tok.encode(text)) == text  # already in the model's normal form
         assert spelled(tok, text) == b" " + text.encode("utf-8")  # the dummy prefix decoding drops
+
+
+def llama_style(trained, tmp_path: Path, strip_first: bool) -> HFFileTokenizer:
+    """The trained unigram rewired the way Llama-family ``tokenizer.json`` files are: a space prepended to the
+    text, and a decoder that turns ``▁`` into spaces, joins byte pieces and strips the prepended space."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, pre_tokenizers
+
+    raw = HFTokenizer.from_str(trained["unigram"].hf.to_str())
+    raw.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    strip = decoders.Strip(content=" ", left=1, right=0)
+    tail = [strip, decoders.Fuse()] if strip_first else [decoders.Fuse(), strip]
+    raw.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), *tail])
+    raw.save(str(tmp_path / "tokenizer.json"))
+    return HFFileTokenizer(HFFileTokenizerConfig(path=str(tmp_path)))
+
+
+def test_llama_style_files_spell_the_text_with_its_prepended_space(trained, tmp_path: Path):
+    tok = llama_style(trained, tmp_path, strip_first=False)
+    for text in ["hello world", "naïve café 数学 🚀", '{"a": [1, 2]}']:
+        assert tok.decode(tok.encode(text)) == text
+        assert spelled(tok, text) == b" " + text.encode("utf-8")  # the space decoding strips once
+
+
+def test_a_strip_before_the_fuse_would_cut_every_token_and_is_refused(trained, tmp_path: Path):
+    with pytest.raises(PlugformerError, match="its Strip decoder removes characters from every token"):
+        llama_style(trained, tmp_path, strip_first=True).token_bytes()

@@ -294,13 +294,23 @@ def mask_logits(logits: Tensor, bitmask: Tensor) -> Tensor:
 def build_guide(registries: Registries, node: str | Mapping[str, Any], tokenizer: Tokenizer, *,
                 vocab_size: int | None = None) -> Guide:
     """The guide named by ``node`` (a name, or a config node with ``name`` and options) for ``tokenizer``'s
-    vocabulary, widened to the model's ``vocab_size`` logits if that is larger. An unavailable backend is an
+    vocabulary, widened to the model's ``vocab_size`` logits if that is larger. An option out of its range is a
+    :class:`~plugformer.errors.ConfigError`, an unavailable backend an
     :class:`~plugformer.errors.UnavailableError` saying how to install it; a tokenizer that cannot spell its
     tokens a :class:`~plugformer.errors.PlugformerError` saying structured output is unavailable with it."""
-    from plugformer.build import build
+    import dataclasses
+
+    from plugformer.build import build, component_config
+    from plugformer.config.ranges import field_range
 
     name = node if isinstance(node, str) else node.get("name")
-    ok, reason = registries.guide.get(name).availability()
+    entry = registries.guide.get(name)
+    config = component_config(entry, {} if isinstance(node, str) else node)
+    for f in dataclasses.fields(config) if config is not None else ():  # what compose-time validation checks
+        problem = field_range(f).problem(f"guide.{f.name}", getattr(config, f.name)) if field_range(f) else None
+        if problem:
+            raise ConfigError(problem)
+    ok, reason = entry.availability()
     if not ok:
         raise UnavailableError(f"guide '{name}' is unavailable: {reason}")
     return build(registries, "guide", node, Vocabulary.of(tokenizer, vocab_size))
