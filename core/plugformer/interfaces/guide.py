@@ -283,7 +283,7 @@ def mask_logits(logits: Tensor, bitmask: Tensor) -> Tensor:
     constrained = (bitmask != -1).any(dim=1).nonzero().flatten()  # rows allowing everything cost nothing
     if constrained.numel() == 0:
         return logits
-    # a blocking copy: the caller refills the same bitmask next step
+    # index_select copies: the caller may refill the bitmask while the logits are still being masked
     words = bitmask.index_select(0, constrained).to(logits.device)
     allowed = unpack_bitmask(words, width)
     index = constrained.to(logits.device)
