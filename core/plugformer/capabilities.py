@@ -32,6 +32,7 @@ key                       families    meaning
 ``causal`` (objective)    objective   True: decoder (causal attention); False: encoder
 ``batches``               objective   what it trains on: ``["windows"]`` (default), ``["preference"]`` (pairs)
 ``lossless``              tokenizer   decode(encode(text)) == text for any UTF-8 text
+``kinds``                 guide       the structured-output spec kinds it compiles: ``["json_schema", "regex", ...]``
 ``tensor_parallel``       layers      how it shards under tensor parallelism
 ``hf_names``              position,   its Hugging Face parameter names per architecture (``gpt2``,
                           norm, mlp   ``llama``), read by the ``plugformer_hf`` plugin to import/export;

@@ -71,6 +71,8 @@ FAMILY_RECORDS: tuple[Family, ...] = (
     Family("quantizer", "weight/activation quantization transform", "plugformer.interfaces.transform:ModelTransform",
            config_group=True, transform_stage="QUANTIZE"),
     Family("server", "serves a loaded model over a protocol", "plugformer.interfaces.server:Server"),
+    Family("guide", "structured output: masks tokens so text follows a schema/regex/choice",
+           "plugformer.interfaces.guide:Guide"),
 )
 
 #: family name -> :class:`Family`, in listing order (read-only)

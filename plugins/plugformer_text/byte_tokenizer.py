@@ -58,6 +58,11 @@ class ByteTokenizer(Tokenizer):
         data = bytes(i for i in (int(x) for x in ids) if 0 <= i < 256)
         return data.decode("utf-8", errors="replace")
 
+    def token_bytes(self) -> list[bytes]:
+        """Id ``b`` < 256 is the byte ``b``; the special ids give their names (``<eos>``, ``<pad>``, ``<mask>``)."""
+        names = [b"<eos>", b"<pad>", b"<mask>"][:self.vocab_size - 256]
+        return [bytes([b]) for b in range(256)] + names
+
     def save(self, directory: Path) -> None:
         meta = {"type": KIND, "version": self._version, "vocab_size": self.vocab_size, "eos_id": self.eos_id,
                 "pad_id": self.pad_id, "mask_id": self.mask_id}

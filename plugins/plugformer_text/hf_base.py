@@ -9,6 +9,7 @@ from typing import Any
 from tokenizers import Tokenizer as HFTokenizer
 
 from plugformer.interfaces import Tokenizer
+from plugformer_text import token_bytes as spelling
 from plugformer_text.specials import EOS, MASK, PAD
 
 FILENAME = "tokenizer.json"
@@ -99,6 +100,15 @@ class HFBackedTokenizer(Tokenizer):
         control = {i for i in self._ids.values() if i is not None}
         kept = [i for i in (int(x) for x in ids) if i not in control]
         return self.hf.decode(kept, skip_special_tokens=self.skip_special_on_decode)
+
+    def token_bytes(self) -> list[bytes]:
+        """Each id's bytes as the wrapped tokenizer's decoder spells them (byte-level and SentencePiece-style
+        pipelines; others raise, naming the decoder): see :mod:`plugformer_text.token_bytes`."""
+        return spelling.token_bytes(self.hf, f"'{self.kind}'")
+
+    def special_token_ids(self) -> set[int]:
+        """eos/pad/mask, every special added token, the unknown token and ids no token claims."""
+        return super().special_token_ids() | spelling.special_ids(self.hf)
 
     def save(self, directory: Path) -> None:
         self.hf.save(str(Path(directory) / FILENAME))

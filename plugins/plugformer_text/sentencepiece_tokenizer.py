@@ -115,6 +115,26 @@ class SentencePieceTokenizer(Tokenizer):
         control = {i for i in (self._eos, self._pad, self._mask) if i is not None}
         return self._sp.decode([i for i in (int(x) for x in ids) if i not in control])
 
+    def token_bytes(self) -> list[bytes]:
+        """Each piece's bytes: ``▁`` is a space, a byte piece ``<0xNN>`` the byte ``NN``; control and unknown
+        pieces give their names. With the model's dummy prefix (on by default) a text's first piece carries
+        the space that decoding drops."""
+        out = []
+        for i in range(self.vocab_size):
+            piece = self._sp.id_to_piece(i)
+            if self._sp.is_byte(i):
+                out.append(bytes([int(piece[3:5], 16)]))
+            else:
+                out.append(piece.encode("utf-8") if self._is_special(i) else piece.replace("▁", " ").encode("utf-8"))
+        return out
+
+    def _is_special(self, i: int) -> bool:
+        return bool(self._sp.is_control(i) or self._sp.is_unknown(i) or self._sp.is_unused(i))
+
+    def special_token_ids(self) -> set[int]:
+        """eos/pad/mask and every control, unknown or unused piece."""
+        return super().special_token_ids() | {i for i in range(self.vocab_size) if self._is_special(i)}
+
     def save(self, directory: Path) -> None:
         (Path(directory) / FILENAME).write_bytes(self._proto)
 

@@ -7,6 +7,18 @@ from plugformer.interfaces.attention import Attention, DecodeCache, KVCache, Lay
 from plugformer.interfaces.callback import CallbackFactory
 from plugformer.interfaces.data import SPLITS, Batch, Batches, DocumentPart, TextSource
 from plugformer.interfaces.dims import ModelDims
+from plugformer.interfaces.guide import (
+    Guide,
+    GuideMatcher,
+    GuideSpec,
+    Vocabulary,
+    bitmask_words,
+    build_guide,
+    mask_logits,
+    new_bitmask,
+    pack_allowed,
+    unpack_bitmask,
+)
 from plugformer.interfaces.layers import MLPFactory, NormFactory
 from plugformer.interfaces.objective import (
     Objective,
@@ -33,5 +45,7 @@ __all__ = [
     "MLPFactory", "ModelDims", "ModelTransform", "NormFactory", "Objective", "ObjectiveOutput", "OptimizerFactory",
     "ParallelStrategy", "PositionEncoding", "Positions", "PreferenceBatch", "Quantizer", "SchedulerFactory", "Server",
     "Stage", "SupervisedBatch", "TextSource", "DocumentPart",
-    "Tokenizer", "causal_mask", "check_no_decay", "param_groups", "param_kinds", "resolve_device",
+    "Tokenizer", "causal_mask",
+    "Guide", "GuideMatcher", "GuideSpec", "Vocabulary", "bitmask_words", "build_guide", "mask_logits",
+    "new_bitmask", "pack_allowed", "unpack_bitmask", "check_no_decay", "param_groups", "param_kinds", "resolve_device",
 ]

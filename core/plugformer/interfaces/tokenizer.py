@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from plugformer.errors import PlugformerError
+
 
 class Tokenizer(ABC):
     """Turns text into ids and back.
@@ -58,6 +60,19 @@ class Tokenizer(ABC):
     @abstractmethod
     def decode(self, ids: Iterable[int]) -> str:
         """Text for ``ids``; special tokens are dropped."""
+
+    def token_bytes(self) -> list[bytes]:
+        """The bytes each id adds to decoded text, indexed by id (``vocab_size`` entries; special tokens give
+        their spelling): what structured output (:class:`plugformer.interfaces.Vocabulary`) masks by.
+        Optional: a tokenizer that cannot say (its decoding is not a concatenation of per-token bytes) keeps
+        this default, and structured output is unavailable with it."""
+        raise PlugformerError(f"tokenizer {type(self).__name__} does not expose its token bytes, so structured "
+                              "output is unavailable")
+
+    def special_token_ids(self) -> set[int]:
+        """Ids that stand for no text (eos, pad, mask; tokenizers with more, such as unknown or control
+        tokens, add them): a structured-output guide never lets them spell output."""
+        return {i for i in (self.eos_id, self.pad_id, self.mask_id) if i is not None}
 
     @abstractmethod
     def save(self, directory: Path) -> None:

@@ -26,6 +26,7 @@ FAMILY_MODULES: dict[str, str] = {
     "scheduler": "test_optim_contract.py",
     "objective": "test_objective_contract.py",
     "data": "test_data_contract.py",
+    "guide": "test_guide_contract.py",
 }
 SCHEMA_MODULE = "test_schema_contract.py"
 MARKER = "plugformer_contract"

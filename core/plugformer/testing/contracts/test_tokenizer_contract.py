@@ -1,7 +1,8 @@
 """Tokenizer contract, on a tokenizer built from schema defaults and (if it needs it) fitted on the
 kit's multilingual + code sample: ids within the vocabulary and free of special tokens, batch encoding
-equal to one-by-one, exact round trips where ``lossless`` is declared, save/load that restores the
-same mapping from plain files, and a fingerprint that is stable and changes with the mapping."""
+equal to one-by-one, exact round trips where ``lossless`` is declared, token bytes (where a tokenizer
+exposes them) that spell the encoded text, save/load that restores the same mapping from plain files, and
+a fingerprint that is stable and changes with the mapping."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from plugformer.errors import PlugformerError
 from plugformer.interfaces import Tokenizer
 from plugformer.registry import Entry
 from plugformer.testing.construct import build, config_for, fitted_tokenizer, label
@@ -62,6 +64,24 @@ def test_lossless_round_trip(entry: Entry) -> None:
     for text in (*SAMPLES, "", " ", "\n", "<|endoftext|> <pad> <mask> [CLS] </s>"):
         back = tok.decode(tok.encode(text))
         assert back == text, f"{label(entry)}: declares lossless but {text!r} comes back as {back!r}"
+
+
+@contract("tokenizer")
+def test_token_bytes_spell_the_encoded_text(entry: Entry) -> None:
+    tok, what = fitted_tokenizer(entry), label(entry)
+    try:
+        table = tok.token_bytes()
+    except PlugformerError as exc:  # optional: structured output is then unavailable with this tokenizer
+        pytest.skip(f"{what}: {exc}")
+    assert len(table) == tok.vocab_size and all(isinstance(b, bytes) for b in table), \
+        f"{what}: token_bytes() must give one bytes object per id ({tok.vocab_size}), got {len(table)} entries"
+    special = {v for v in specials(tok).values() if v is not None}
+    assert special <= set(tok.special_token_ids()), f"{what}: special_token_ids() lacks some of {sorted(special)}"
+    if entry.capabilities.get("lossless"):
+        for text in SAMPLES:
+            spelled = b"".join(table[i] for i in tok.encode(text))
+            assert spelled == text.encode("utf-8"), \
+                f"{what}: declares lossless but the token bytes of {text[:30]!r} spell {spelled[:60]!r}"
 
 
 @contract("tokenizer")
