@@ -233,3 +233,30 @@ def test_a_draft_with_another_vocabulary_is_refused(tiny_model, builtin_host, ti
     other = build_model(cfg, builtin_host.registries, 300)
     with pytest.raises(ConfigError, match="vocabulary"):
         Engine(target, tokenizer, registries=builtin_host.registries, draft=other)
+
+
+def test_structured_output_always_parses(engine_for):
+    import json
+    import re
+
+    from plugformer.interfaces import GuideSpec
+
+    engine = engine_for(guide={"name": "llguidance", "any_whitespace": False})
+    schema = {"type": "object", "properties": {"name": {"type": "string", "pattern": "^[a-z]{1,8}$"},
+                                               "age": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["name", "age"],
+              "additionalProperties": False}
+    specs = [GuideSpec("json_schema", schema), GuideSpec("regex", r"[a-c]{2,5}-\d{3}"),
+             GuideSpec("choice", ["yes", "no", "maybe"])]
+    params = [SamplingParams(max_tokens=80, temperature=1.0, seed=s, structured=spec)
+              for spec in specs for s in range(4)]
+    outs = engine.generate(["answer: "] * len(params), params)
+    for p, out in zip(params, outs):
+        text = out.outputs[0].text
+        assert out.outputs[0].finish_reason == "stop", text
+        if p.structured.kind == "json_schema":
+            value = json.loads(text)
+            assert set(value) == {"name", "age"} and isinstance(value["age"], int)
+        elif p.structured.kind == "regex":
+            assert re.fullmatch(r"[a-c]{2,5}-\d{3}", text)
+        else:
+            assert text in ("yes", "no", "maybe")

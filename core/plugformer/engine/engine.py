@@ -86,7 +86,9 @@ class Engine:
     Knobs: ``max_batch`` (sequences in flight at once), ``kv_cache_tokens`` (the pool's size in
     tokens; on CUDA, default: ``gpu_memory_fraction`` of the free memory), ``block_size`` (tokens per
     block), ``max_prefill_tokens`` (prompt tokens computed per step, shared by all prefills),
-    ``max_waiting`` (queued sequences before :class:`QueueFull`), ``prefix_caching``.
+    ``max_waiting`` (queued sequences before :class:`QueueFull`), ``prefix_caching``. ``draft`` (a model
+    with the same tokenizer) turns on speculative decoding of ``num_speculative_tokens`` per step for
+    greedy requests; ``guide`` names the structured-output plugin that enforces ``SamplingParams.structured``.
     """
 
     def __init__(self, model: nn.Module, tokenizer: Tokenizer, *, device: torch.device | str | None = None,
@@ -94,7 +96,7 @@ class Engine:
                  block_size: int = 16, max_prefill_tokens: int = 512, max_waiting: int = 1024,
                  prefix_caching: bool = True, gpu_memory_fraction: float = 0.5,
                  registries: Registries | None = None, draft: nn.Module | None = None,
-                 num_speculative_tokens: int = 4):
+                 num_speculative_tokens: int = 4, guide: str | dict = "llguidance"):
         if registries is None:
             from plugformer import get_registries
             registries = get_registries()
@@ -126,6 +128,7 @@ class Engine:
         self._aborts: deque[str] = deque()
         self._ids = itertools.count()
         self._route = None  # set by add_adapter: routes batch rows through their adapters
+        self._guide_node, self._guide = guide, None  # structured output: built on first use
 
     def _speculator(self, draft: nn.Module | None, k: int, num_blocks: int, block_size: int) -> Speculator | None:
         if draft is None:
@@ -224,9 +227,18 @@ class Engine:
         return request_id
 
     def _matcher(self, params: SamplingParams) -> Any:
+        """A fresh structured-output matcher for ``params.structured`` (a GuideSpec), or None."""
         if params.structured is None:
             return None
-        raise ConfigError("structured output needs a guide plugin, and none is wired into this engine")
+        from plugformer.interfaces import GuideSpec, build_guide
+
+        if not isinstance(params.structured, GuideSpec):
+            raise ConfigError(f"SamplingParams.structured must be a plugformer.interfaces.GuideSpec, got "
+                              f"{type(params.structured).__name__}")
+        if self._guide is None:
+            self._guide = build_guide(self.registries, self._guide_node, self.tokenizer,
+                                      vocab_size=self.model.lm_head.out_features)
+        return self._guide.compile(params.structured)
 
     def abort(self, request_id: str) -> None:
         """Cancel a request: its sequences finish with ``abort`` and free their blocks at the next step."""
@@ -349,7 +361,7 @@ class Engine:
             request.first_token_time = time.monotonic()
         if seq.matcher is not None:
             seq.matcher.accept(token)
-        if token == self.tokenizer.eos_id and not params.ignore_eos:
+        if token == self.tokenizer.eos_id and (not params.ignore_eos or seq.matcher is not None):
             self._drop_last_logprob(seq)
             return self._finish(seq, "stop")
         if token in params.stop_token_ids:
