@@ -31,6 +31,7 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "plugformer.build",
     "plugformer.model",
     "plugformer.generation",
+    "plugformer.engine",
     "plugformer.config",
     "plugformer.commands",
     "plugformer.ops",
