@@ -260,3 +260,53 @@ def test_structured_output_always_parses(engine_for):
             assert re.fullmatch(r"[a-c]{2,5}-\d{3}", text)
         else:
             assert text in ("yes", "no", "maybe")
+
+
+@pytest.mark.parametrize("position,attention,model,window", [
+    ("rope", "sdpa", {"n_kv_heads": 1}, None),  # grouped-query attention
+    ("rope", "naive", {}, 8),  # sliding window
+    ("alibi", "sdpa", {}, None),
+    ("sinusoidal", "naive", {"n_kv_heads": 1}, 6),
+    ("none", "sdpa", {}, None),
+])
+def test_every_builtin_position_and_backend_batches_exactly(tiny_model, builtin_host, position, attention, model,
+                                                            window):
+    net, tokenizer = tiny_model(position, attention, **model)
+    if window is not None:
+        for block in net.blocks:
+            block.attn.backend.window = window
+    engine = Engine(net, tokenizer, registries=builtin_host.registries, max_batch=3, block_size=4,
+                    max_prefill_tokens=12)
+    outs = engine.generate([list(p) for p in PROMPTS], SamplingParams(max_tokens=10, temperature=0, ignore_eos=True))
+    for out, prompt in zip(outs, PROMPTS):
+        assert out.outputs[0].token_ids == alone(engine, prompt, 10), prompt
+
+
+@pytest.mark.parametrize("quantizer", ["bf16", "int8", "nf4"])
+def test_quantized_models_batch_exactly(tiny_model, builtin_host, quantizer):
+    from plugformer.build import build
+
+    pytest.importorskip({"bf16": "torch", "int8": "torchao", "nf4": "bitsandbytes"}[quantizer])
+    net, tokenizer = tiny_model()
+    net = build(builtin_host.registries, "quantizer", {"name": quantizer}).apply(net)
+    engine = Engine(net, tokenizer, registries=builtin_host.registries, max_batch=3, block_size=4)
+    outs = engine.generate([list(p) for p in PROMPTS[:4]], SamplingParams(max_tokens=8, temperature=0,
+                                                                          ignore_eos=True))
+    for out, prompt in zip(outs, PROMPTS):
+        assert out.outputs[0].token_ids == alone(engine, prompt, 8), prompt
+
+
+def test_a_lora_adapter_applied_unmerged_batches_exactly(tiny_model, builtin_host):
+    from plugformer.build import build
+
+    net, tokenizer = tiny_model()
+    net = build(builtin_host.registries, "adapter", {"name": "lora", "r": 4}).apply(net)
+    torch.manual_seed(3)
+    for name, param in net.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.5)  # a trained adapter: it changes the output
+    engine = Engine(net, tokenizer, registries=builtin_host.registries, max_batch=3, block_size=4)
+    outs = engine.generate([list(p) for p in PROMPTS[:4]], SamplingParams(max_tokens=8, temperature=0,
+                                                                          ignore_eos=True))
+    for out, prompt in zip(outs, PROMPTS):
+        assert out.outputs[0].token_ids == alone(engine, prompt, 8), prompt
