@@ -113,6 +113,22 @@ def test_imported_model_decodes_greedily_like_transformers(imported):
     assert len(ours) >= 10 and ours == theirs
 
 
+def test_the_engine_batches_imported_models_like_transformers_greedy(imported):
+    """Several prompts of different lengths in one engine batch: each equals HF ``generate`` alone."""
+    from plugformer.engine import Engine, SamplingParams
+
+    _, hf_model, tok, gen, _ = imported
+    eos = tok.token_to_id(EOS)
+    engine = Engine(gen.model, gen.tokenizer, registries=load_plugins().registries, block_size=4, max_batch=3)
+    prompts = [tok.encode(t).ids for t in ("the quick brown fox", "def main():\n", "hello", "the lazy dog. the")]
+    outs = engine.generate(prompts, SamplingParams(max_tokens=20, temperature=0))
+    for prompt, out in zip(prompts, outs):
+        theirs = hf_model.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False, eos_token_id=eos,
+                                   pad_token_id=eos, attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
+        theirs = theirs[0, len(prompt):].tolist()
+        assert out.outputs[0].token_ids == (theirs[:theirs.index(eos)] if eos in theirs else theirs)
+
+
 def test_exported_model_loads_in_transformers_with_the_same_logits(imported, tmp_path):
     case, _, tok, gen, ckpt = imported
     result = export_hf(ckpt, tmp_path / "hf")
