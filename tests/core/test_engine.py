@@ -243,8 +243,8 @@ def test_structured_output_always_parses(engine_for):
 
     engine = engine_for(guide={"name": "llguidance", "any_whitespace": False})
     schema = {"type": "object", "properties": {"name": {"type": "string", "pattern": "^[a-z]{1,8}$"},
-                                               "age": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["name", "age"],
-              "additionalProperties": False}
+                                               "age": {"type": "integer", "minimum": 0, "maximum": 99}},
+              "required": ["name", "age"], "additionalProperties": False}
     specs = [GuideSpec("json_schema", schema), GuideSpec("regex", r"[a-c]{2,5}-\d{3}"),
              GuideSpec("choice", ["yes", "no", "maybe"])]
     params = [SamplingParams(max_tokens=80, temperature=1.0, seed=s, structured=spec)

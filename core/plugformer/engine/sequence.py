@@ -90,7 +90,8 @@ class Sequence:
         self.tracker.flush()
 
     def completion(self) -> CompletionOutput:
-        return CompletionOutput(self.index, self.tracker.text if self.finished else self.tracker.text[:self.tracker.released],
+        text = self.tracker.text if self.finished else self.tracker.text[:self.tracker.released]
+        return CompletionOutput(self.index, text,
                                 self.output_ids, self.cumulative_logprob if self.logprobs is not None else None,
                                 list(self.logprobs) if self.logprobs is not None else None, self.finish_reason,
                                 self.stop_reason)

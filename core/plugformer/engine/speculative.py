@@ -63,7 +63,8 @@ class Speculator:
             seq.draft_computed = len(seq.tokens)
         for j in range(1, k):
             rows = [(s, [d[-1]], len(s.tokens) + j - 1) for s, d in zip(seqs, drafts)]
-            for d, t in zip(drafts, self._run(self.draft, self.cache, rows, contextlib.nullcontext()).argmax(-1).tolist()):
+            picks = self._run(self.draft, self.cache, rows, contextlib.nullcontext()).argmax(-1).tolist()
+            for d, t in zip(drafts, picks):
                 d.append(t)
         return drafts
 

@@ -41,7 +41,8 @@ from plugformer.interfaces.tokenizer import Tokenizer
 from plugformer.interfaces.transform import Adapter, ModelTransform, Quantizer, Stage
 
 __all__ = [
-    "NO_DECAY_KINDS", "SPLITS", "Adapter", "Attention", "Batch", "Batches", "CallbackFactory", "DecodeCache", "KVCache", "LayerKV", "RaggedBatch",
+    "NO_DECAY_KINDS", "SPLITS", "Adapter", "Attention", "Batch", "Batches", "CallbackFactory", "DecodeCache", "KVCache",
+    "LayerKV", "RaggedBatch",
     "MLPFactory", "ModelDims", "ModelTransform", "NormFactory", "Objective", "ObjectiveOutput", "OptimizerFactory",
     "ParallelStrategy", "PositionEncoding", "Positions", "PreferenceBatch", "Quantizer", "SchedulerFactory", "Server",
     "Stage", "SupervisedBatch", "TextSource", "DocumentPart",
