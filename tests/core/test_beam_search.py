@@ -223,3 +223,22 @@ def test_bad_options_are_refused_in_one_line(models, options, message):
     with pytest.raises(ConfigError) as err:
         beam_search(ours, PROMPTS[0], **request)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_empty_prompt_starts_from_the_eos_id(models):
+    _, ours, _ = models
+    options = dict(num_beams=BEAMS, max_tokens=8, num_return_sequences=2)
+    assert beam_search(ours, [], eos_id=0, **options) == beam_search(ours, [0], eos_id=0, **options)
+    with pytest.raises(ConfigError, match="an empty prompt needs an eos_id"):
+        beam_search(ours, [], eos_id=None, **options)
+
+
+def test_one_beam_is_greedy_decoding(models):
+    from plugformer.generation import Sampling, generate
+
+    _, ours, requests = models
+    for prompt, eos in requests:
+        beam = beam_search(ours, prompt, num_beams=1, max_tokens=MAX_NEW, eos_id=eos)[0]
+        greedy = generate(ours, [prompt], Sampling(max_new_tokens=MAX_NEW, temperature=0.0), eos_id=eos)[0]
+        assert beam.token_ids == greedy.tokens
+        assert beam.finish_reason == {"eos": "stop", "length": "length"}[greedy.finish_reason]
