@@ -97,6 +97,13 @@ class DecodeCache:
         self.layers = layers
         self.length = 0
 
+    def reorder(self, index: Tensor) -> None:
+        """Keep, for each new batch row ``i``, the cached keys and values of row ``index[i]`` (beam search
+        follows its surviving beams this way; an index longer than the batch also grows it, e.g. one
+        prefilled prompt copied to every beam)."""
+        for layer in self.layers:
+            layer.k = layer.k.index_select(0, index.to(layer.k.device))
+            layer.v = layer.v.index_select(0, index.to(layer.v.device))
 
 class LayerKV(Protocol):
     """One layer's view of a :class:`RaggedBatch`: stores the new keys/values of the batch and returns
