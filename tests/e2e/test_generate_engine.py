@@ -56,3 +56,21 @@ def test_speculative_decoding_with_a_draft_keeps_greedy_text(cli, checkpoint):
                "ignore_eos=true", f"draft={checkpoint}", "num_speculative_tokens=3")
     assert spec.stdout == plain
     assert "accepted (100%)" in spec.stderr
+
+
+def test_beam_search_from_the_command_line(cli, checkpoint, tmp_path):
+    from plugformer import get_registries
+    from plugformer.checkpoint import load_model_for_inference
+    from plugformer.engine import beam_search
+
+    out = tmp_path / "beams.jsonl"
+    cli("generate", f"checkpoint={checkpoint}", "prompt=def main(", "max_new_tokens=12", "num_beams=4",
+        "num_samples=2", f"out={out}")
+    record = json.loads(out.read_text())
+    loaded = load_model_for_inference(checkpoint, get_registries(), device="cpu")
+    beams = beam_search(loaded.model, loaded.tokenizer.encode("def main("), num_beams=4, max_tokens=12,
+                        eos_id=loaded.tokenizer.eos_id, num_return_sequences=2)
+    assert [c["text"] for c in record["completions"]] == [loaded.tokenizer.decode(b.token_ids) for b in beams]
+    assert record["completions"][0]["score"] >= record["completions"][1]["score"]
+    bad = cli("generate", f"checkpoint={checkpoint}", "prompt=x", "num_beams=2", "num_samples=3", check=False)
+    assert bad.returncode == 2 and "num_return_sequences" in bad.stderr and "Traceback" not in bad.stderr

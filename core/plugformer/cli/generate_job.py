@@ -58,6 +58,8 @@ def run_generate(cfg: Any, registries: Any) -> None:
 
     out = check_new_file(cfg.out) if cfg.get("out") else None
     prompts = read_prompts(cfg.prompts) if cfg.get("prompts") else [cfg.prompt]
+    if cfg.num_beams > 1:
+        return _beams(cfg, registries, prompts, out)
     params = sampling_params(cfg)
     engine = _engine(cfg, registries)
     if engine is None:
@@ -88,6 +90,27 @@ def _engine(cfg: Any, registries: Any) -> Any:
             raise
         print(f"plugformer: note: {exc}; generating one sequence at a time", file=sys.stderr)
         return None
+
+
+def _beams(cfg: Any, registries: Any, prompts: list[str], out: Path | None) -> None:
+    """Beam search (greedy, Hugging Face's rules); ``num_samples`` best beams per prompt, best first."""
+    from plugformer.checkpoint import load_model_for_inference
+    from plugformer.engine import beam_search
+    from plugformer.engine.beam import check_beam_options
+
+    check_beam_options(cfg.num_beams, cfg.max_new_tokens, cfg.length_penalty, cfg.early_stopping, cfg.num_samples)
+    loaded = load_model_for_inference(cfg.checkpoint, registries, adapter=cfg.get("adapter_dir"), device=cfg.device)
+    tokenizer = loaded.tokenizer
+    records = []
+    for prompt in prompts:
+        beams = beam_search(loaded.model, tokenizer.encode(prompt), num_beams=cfg.num_beams,
+                            max_tokens=cfg.max_new_tokens, eos_id=tokenizer.eos_id, length_penalty=cfg.length_penalty,
+                            early_stopping=cfg.early_stopping, num_return_sequences=cfg.num_samples,
+                            precision=cfg.precision, device=loaded.device)
+        records.append({"prompt": prompt, "completions": [
+            {"text": tokenizer.decode(b.token_ids), "finish_reason": b.finish_reason, "tokens": len(b.token_ids),
+             "score": b.score} for b in beams]})
+    _emit(records, out)
 
 
 def _one_at_a_time(cfg: Any, registries: Any, prompts: list[str], out: Path | None) -> None:

@@ -5,14 +5,16 @@
 - :class:`SamplingParams`: one request's decoding rules (vLLM's names).
 - :class:`RequestOutput`, :class:`CompletionOutput`, :class:`Logprob`, :class:`StreamDelta`: results.
 - :class:`QueueFull`: the bounded waiting queue refused a request (a server answers 429).
+- :func:`beam_search` / :class:`BeamResult`: beam search matching Hugging Face ``generate(num_beams=N)``.
 
 See docs/inference.md.
 """
+from plugformer.engine.beam import BeamResult, beam_search
 from plugformer.engine.engine import DEFAULT_KV_CACHE_TOKENS, Engine, EngineStats, QueueFull
 from plugformer.engine.outputs import CompletionOutput, FinishReason, Logprob, RequestOutput, StreamDelta
 from plugformer.engine.params import MAX_LOGPROBS, SamplingParams
 from plugformer.engine.support import RaggedUnsupported, check_ragged_support
 
-__all__ = ["DEFAULT_KV_CACHE_TOKENS", "MAX_LOGPROBS", "CompletionOutput", "Engine", "EngineStats", "FinishReason",
+__all__ = ["DEFAULT_KV_CACHE_TOKENS", "MAX_LOGPROBS", "BeamResult", "CompletionOutput", "Engine", "EngineStats", "FinishReason",
            "Logprob", "QueueFull", "RaggedUnsupported", "RequestOutput", "SamplingParams", "StreamDelta",
-           "check_ragged_support"]
+           "beam_search", "check_ragged_support"]

@@ -432,7 +432,7 @@ class Engine:
         finally:
             for r in ids:
                 if r is not None:
-                    self._forget(r)
+                    self.release(r)
 
     def stream(self, prompt: str | Sequence[int], params: SamplingParams | None = None) -> Iterator[StreamDelta]:
         """Generate for one prompt, yielding each :class:`StreamDelta` as soon as its step ends. Closing
@@ -447,9 +447,11 @@ class Engine:
             if not self.requests[request_id].finished:
                 self.abort(request_id)
                 self.step()
-            self._forget(request_id)
+            self.release(request_id)
 
-    def _forget(self, request_id: str) -> None:
+    def release(self, request_id: str) -> None:
+        """Forget a finished request (its output stays available until then; generate and stream
+        release their own)."""
         with self._lock:
             request = self.requests.get(request_id)
             if request is not None and request.finished:

@@ -105,6 +105,7 @@ class DecodeCache:
             layer.k = layer.k.index_select(0, index.to(layer.k.device))
             layer.v = layer.v.index_select(0, index.to(layer.v.device))
 
+
 class LayerKV(Protocol):
     """One layer's view of a :class:`RaggedBatch`: stores the new keys/values of the batch and returns
     every row's keys and values so far."""
