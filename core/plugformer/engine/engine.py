@@ -119,7 +119,8 @@ class Engine:
         self.pool = BlockPool(num_blocks, block_size)
         self.cache = PagedKVCache(layers, kv_heads, head_dim, num_blocks, block_size, self.device, dtype)
         self.speculator = self._speculator(draft, num_speculative_tokens, num_blocks, block_size)
-        self.scheduler = Scheduler(self.pool, [self.cache], max_batch=max_batch,
+        caches = [self.cache] + ([self.speculator.cache] if self.speculator is not None else [])
+        self.scheduler = Scheduler(self.pool, caches, max_batch=max_batch,
                                    max_prefill_tokens=max_prefill_tokens, max_waiting=max_waiting,
                                    prefix_caching=prefix_caching,
                                    lookahead=self.speculator.k if self.speculator is not None else 0)
@@ -186,7 +187,7 @@ class Engine:
         if isinstance(prompt, str):
             return self.tokenizer.encode(prompt)
         ids = list(prompt)
-        vocab = self.tokenizer.vocab_size
+        vocab = self.model.tok_emb.num_embeddings
         bad = next((i for i in ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab), None)
         if bad is not None:
             raise ConfigError(f"prompt token id {bad!r} is not in the vocabulary (0 .. {vocab - 1})")

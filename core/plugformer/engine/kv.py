@@ -5,8 +5,9 @@ values, ``slots = num_blocks × block_size``: slot ``b·block_size + i`` is toke
 The storage is allocated empty, so on CPU the operating system commits its pages only as tokens are
 written: memory held follows the tokens in flight. :class:`PagedBatch` is one forward pass's
 :class:`~plugformer.interfaces.RaggedBatch`: each layer scatters the new keys and values to their
-slots, then gathers every row's keys (B, Hkv, max_kv, D) through its block table; positions past a
-row's length read the zero block.
+slots, then gathers every row's keys (B, Hkv, max_kv, D) through its block table, a whole block at a
+time; positions past a row's length hold finite values (zeroed blocks or older keys) that the
+attention mask hides.
 """
 from __future__ import annotations
 
@@ -28,9 +29,20 @@ class PagedKVCache:
         slots = num_blocks * block_size
         self.k = [torch.empty(slots, n_kv_heads, head_dim, device=device, dtype=dtype) for _ in range(n_layers)]
         self.v = [torch.empty(slots, n_kv_heads, head_dim, device=device, dtype=dtype) for _ in range(n_layers)]
-        for store in (*self.k, *self.v):
-            store[NULL_BLOCK * block_size:(NULL_BLOCK + 1) * block_size].zero_()
+        self.written = bytearray(num_blocks)  # blocks whose storage has been zeroed once
+        self.prepare([NULL_BLOCK])
         self.bytes_per_token = 2 * n_layers * n_kv_heads * head_dim * self.k[0].element_size()
+
+    def prepare(self, blocks: list[int]) -> None:
+        """Zero blocks used for the first time: reads gather whole blocks, and the slots past a row's
+        length must hold finite values (masked scores times NaN values would still be NaN). Zeroing on
+        first use, not at allocation, keeps the memory the OS commits following the tokens in flight."""
+        bs = self.block_size
+        for block in blocks:
+            if not self.written[block]:
+                for store in (*self.k, *self.v):
+                    store[block * bs:(block + 1) * bs].zero_()
+                self.written[block] = 1
 
     def copy_block(self, src: int, dst: int) -> None:
         """Copy block ``src``'s keys and values into ``dst`` in every layer (copy-on-write)."""
@@ -55,8 +67,10 @@ class _LayerView:
         store_k, store_v = cache.k[self.layer], cache.v[self.layer]
         store_k.index_copy_(0, batch.write_slots, new_k.to(store_k.dtype))
         store_v.index_copy_(0, batch.write_slots, new_v.to(store_v.dtype))
-        keys = store_k.index_select(0, batch.read_slots).view(B, batch.max_kv, Hkv, D).transpose(1, 2)
-        values = store_v.index_select(0, batch.read_slots).view(B, batch.max_kv, Hkv, D).transpose(1, 2)
+        bs, width = cache.block_size, batch.width
+        keys = store_k.view(-1, bs, Hkv, D).index_select(0, batch.read_blocks).view(B, width * bs, Hkv, D)
+        values = store_v.view(-1, bs, Hkv, D).index_select(0, batch.read_blocks).view(B, width * bs, Hkv, D)
+        keys, values = keys[:, :batch.max_kv].transpose(1, 2), values[:, :batch.max_kv].transpose(1, 2)
         return keys.to(k.dtype), values.to(v.dtype)
 
 
@@ -81,9 +95,8 @@ class PagedBatch(RaggedBatch):
         width = -(-self.max_kv // bs)
         table = torch.tensor([list(t[:width]) + [NULL_BLOCK] * (width - len(t[:width])) for t in block_tables],
                              device=device)
-        slots = (table.unsqueeze(-1) * bs + torch.arange(bs, device=device)).view(B, width * bs)[:, :self.max_kv]
-        within = torch.arange(self.max_kv, device=device).unsqueeze(0) < self.kv_lengths.unsqueeze(1)
-        self.read_slots = slots.masked_fill(~within, NULL_BLOCK * bs).reshape(-1)
+        self.width, self.read_blocks = width, table.reshape(-1)  # reads gather whole blocks
+        slots = (table.unsqueeze(-1) * bs + torch.arange(bs, device=device)).view(B, width * bs)
         steps = torch.arange(T, device=device)
         real = steps.unsqueeze(0) < torch.tensor(self.q_lengths, device=device).unsqueeze(1)
         first = self.q_offsets.unsqueeze(1)

@@ -107,7 +107,10 @@ class Scheduler:
             return True
         if need > self.pool.num_free():
             return False
-        seq.blocks.extend(self.pool.allocate() for _ in range(need))
+        fresh = [self.pool.allocate() for _ in range(need)]
+        for cache in self.caches:
+            cache.prepare(fresh)
+        seq.blocks.extend(fresh)
         return True
 
     def _preempt(self, seq: Sequence, plan: Plan) -> None:
