@@ -1,0 +1,1 @@
+"""The inference engine (issue #12): batched generation over one loaded model."""
