@@ -7,13 +7,15 @@ merges with ``merge_and_unload``.
 
 Several saved adapters load side by side under names (``load_named``: ``PeftModel.load_adapter`` per name)
 and each batch row runs through its own (``route_rows``): peft's mixed-batch forward, whose per-row
-``adapter_names`` argument a forward pre-hook hands to every LoRA layer (``"__base__"``: no adapter).
+``adapter_names`` argument a forward pre-hook, installed once per LoRA layer, hands to every layer while
+a route is active (``"__base__"``: no adapter).
 """
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
 import json
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +32,6 @@ from plugformer_adapt import availability
 from plugformer_adapt.schemas import LoraConfig, QLoraConfig
 
 BASE_ROW = "__base__"  # peft's name, in a mixed batch, for a row that uses no adapter
-_NAMED = "plugformer_named_adapters"  # attribute marking a PeftModel built by load_named (its adapters route per row)
 
 
 def linear_names(model: nn.Module) -> list[str]:
@@ -118,7 +119,7 @@ class LoraAdapter(Adapter):
         if first and _lora_layers(model):
             raise ConfigError("adapters load side by side only onto a plain base model, but this one already carries "
                               "a LoRA adapter (load its checkpoint without adapter=, or merge it first)")
-        if not first and not getattr(model, _NAMED, False):
+        if not first and model not in _ROUTERS:
             raise ConfigError("adapters load side by side only onto a plain base model, but this one already carries "
                               "an adapter applied the single-adapter way (adapter=DIR)")
         if not first and name in model.peft_config:
@@ -136,44 +137,41 @@ class LoraAdapter(Adapter):
         except BaseException:
             if first:
                 peft_model.unload()  # the LoRA layers out again: the base as it was
-            elif name in peft_model.peft_config:
-                peft_model.delete_adapter(name)
+            else:
+                if name in peft_model.peft_config:
+                    peft_model.delete_adapter(name)  # which may make another adapter active: none again
+                _deactivate(_lora_layers(peft_model))
             raise
-        setattr(peft_model, _NAMED, True)
-        for layer in _lora_layers(peft_model):
-            layer.set_adapter([], inference_mode=True)  # no active adapter: rows use one only when routed to it
+        layers = _lora_layers(peft_model)
+        _deactivate(layers)
+        router = _ROUTERS.get(peft_model) or _RowRouter()
+        router.attach(layers)
+        for module in (peft_model, peft_model.get_base_model(), *layers):
+            _ROUTERS[module] = router
         return peft_model.eval()
 
     @classmethod
     @contextmanager
     def route_rows(cls, model: nn.Module, names: Sequence[str | None]) -> Iterator[None]:
         """Row ``i`` of each forward pass inside runs through adapter ``names[i]`` (None: the base): every
-        LoRA layer of ``model`` receives peft's per-row ``adapter_names`` from a forward pre-hook, removed on
-        exit. A forward pass of another batch size inside is an error, not a silent misroute."""
+        LoRA layer of ``model`` (what :meth:`load_named` returned, or the base it wraps) hands peft's per-row
+        ``adapter_names`` to its mixed-batch forward. A forward pass of another batch size inside is an
+        error, not a silent misroute. Entering costs O(1): the hooks were installed by :meth:`load_named`."""
         rows = [BASE_ROW if n is None else n for n in names]
-        layers = _lora_layers(model)
-        loaded = set().union(*(set(m.lora_A) | set(m.lora_embedding_A) for m in layers))
+        router = _router_of(model)
+        loaded = router.names if router is not None else frozenset()
         unknown = sorted({n for n in rows if n != BASE_ROW} - loaded)
         if unknown:
             raise ConfigError(f"unknown adapter {', '.join(map(repr, unknown))}; loaded adapters: "
                               f"{', '.join(sorted(loaded)) or 'none'}")
-        if all(n == BASE_ROW for n in rows):  # the model computes the base outside routing: nothing to do
+        if router is None or all(n == BASE_ROW for n in rows):  # outside routing the model computes the base
             yield
             return
-
-        def hand_rows(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-            x = args[0] if args else kwargs.get("x")
-            if x is not None and x.shape[0] != len(rows):
-                raise ConfigError(f"a forward pass of batch size {x.shape[0]} inside a routing for {len(rows)} "
-                                  "rows; route each forward pass with one adapter name (or None) per row")
-            return args, {**kwargs, "adapter_names": rows}
-
-        handles = [m.register_forward_pre_hook(hand_rows, with_kwargs=True) for m in layers]
+        outer, router.rows = router.rows, rows
         try:
             yield
         finally:
-            for handle in handles:
-                handle.remove()
+            router.rows = outer
 
     @staticmethod
     def merge(model: nn.Module) -> nn.Module:
@@ -216,11 +214,59 @@ class QLoraAdapter(LoraAdapter):
         return LoraAdapter.merge(model)
 
 
+class _RowRouter:
+    """The per-row adapter names of the routed forward passes of one model, handed by a forward pre-hook
+    to each of its LoRA layers as peft's ``adapter_names`` (no routing: the hooks change nothing)."""
+
+    def __init__(self) -> None:
+        self.rows: list[str] | None = None
+        self.names: frozenset[str] = frozenset()
+        self._handles: list[Any] = []
+
+    def attach(self, layers: list[nn.Module]) -> None:
+        """Hook ``layers`` (every LoRA layer of the model, after an adapter was added) and learn their adapters."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = [m.register_forward_pre_hook(self._hand_rows, with_kwargs=True) for m in layers]
+        self.names = frozenset().union(*(set(m.lora_A) | set(m.lora_embedding_A) for m in layers))
+
+    def _hand_rows(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        rows = self.rows
+        if rows is None:
+            return None
+        x = args[0] if args else kwargs.get("x")
+        if x is not None and x.shape[0] != len(rows):
+            raise ConfigError(f"a forward pass of batch size {x.shape[0]} inside a routing for {len(rows)} rows; "
+                              "route each forward pass with one adapter name (or None) per row")
+        return args, {**kwargs, "adapter_names": rows}
+
+
+#: the router of each model load_named built, under the peft wrapper, the base it wraps and each LoRA layer
+_ROUTERS: weakref.WeakKeyDictionary[nn.Module, _RowRouter] = weakref.WeakKeyDictionary()
+
+
+def _router_of(model: nn.Module) -> _RowRouter | None:
+    """``model``'s router: looked up directly, else (another wrapper around it) through its first LoRA layer."""
+    router = _ROUTERS.get(model)
+    if router is None:
+        router = next((_ROUTERS[m] for m in model.modules() if m in _ROUTERS), None)
+        if router is not None:
+            _ROUTERS[model] = router
+    return router
+
+
 def _lora_layers(model: nn.Module) -> list[nn.Module]:
     """The peft LoRA layers inside ``model``."""
     from peft.tuners.lora import LoraLayer
 
     return [m for m in model.modules() if isinstance(m, LoraLayer)]
+
+
+def _deactivate(layers: list[nn.Module]) -> None:
+    """No active adapter in ``layers``: outside a route they compute the base; a row uses an adapter only
+    when routed to it (peft's mixed-batch forward reads every loaded adapter, active or not)."""
+    for layer in layers:
+        layer.set_adapter([], inference_mode=True)
 
 
 def _check_routable_name(name: str) -> None:

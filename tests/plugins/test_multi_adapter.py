@@ -159,6 +159,7 @@ def test_an_adapter_that_does_not_fit_leaves_the_model_as_it_was(registries, tin
     assert adapters.names() == ["a", "b"]
     with adapters.route(adapters.model, ROWS):
         torch.testing.assert_close(adapters.model(tokens), before)
+    torch.testing.assert_close(adapters.model(tokens), _base(cfg, registries)(tokens))  # unrouted: still the base
     fresh = AdapterSet(_base(cfg, registries), registries)  # a failed first load leaves the plain base
     with pytest.raises(ConfigError, match="does not fit this model"):
         fresh.add("wide", wider)
