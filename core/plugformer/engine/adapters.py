@@ -32,6 +32,7 @@ class AdapterSet:
     stay usable directly: the adapters live inside them). Inside ``route(model, names_per_row)`` each
     forward pass with ``len(names_per_row)`` rows runs row ``i`` through adapter ``names_per_row[i]``
     (``None``: the base). Outside a route, and for an all-``None`` batch, the model is the plain base.
+    One route at a time per model: the engine's step loop enters one around each forward pass.
     """
 
     def __init__(self, model: nn.Module, registries: Registries):
