@@ -132,11 +132,13 @@ def test_unknown_and_duplicate_names_are_refused_in_one_line(setup, tmp_path):
 
 
 @torch.no_grad()
-def test_a_forward_pass_of_another_batch_size_inside_a_route_is_an_error(setup):
-    _, _, adapters = setup
-    with adapters.route(adapters.model, ROWS), pytest.raises(ConfigError, match="batch size 2 inside a routing "
-                                                                                 "for 4 rows"):
-        adapters.model(_tokens(rows=2))
+def test_a_forward_pass_of_another_batch_size_inside_a_route_is_an_error(registries, setup):
+    cfg, _, adapters = setup
+    tokens = _tokens(rows=2)
+    with pytest.raises(ConfigError, match="batch size 2 inside a routing for 4 rows"):
+        with adapters.route(adapters.model, ROWS):
+            adapters.model(tokens)
+    torch.testing.assert_close(adapters.model(tokens), _base(cfg, registries)(tokens))  # the route ended with it
 
 
 def test_an_empty_set_routes_nothing_and_names_no_adapters(registries, tiny_config):
