@@ -116,6 +116,9 @@ def test_unknown_and_duplicate_names_are_refused_in_one_line(setup, tmp_path):
     _, dirs, adapters = setup
     with pytest.raises(ConfigError, match=r"^unknown adapter 'c'; loaded adapters: a, b$"):
         adapters.route(adapters.model, ["a", "c", None, "a"])
+    adapters.check(["b", "a"])  # what a request's adapter= is checked with when it arrives
+    with pytest.raises(ConfigError, match=r"^unknown adapter 'sql'; loaded adapters: a, b$"):
+        adapters.check(["sql"])
     with pytest.raises(ConfigError, match=r"adapter 'a' is already loaded \(from .*\); loaded adapters: a, b"):
         adapters.add("a", dirs["b"])
     with pytest.raises(ConfigError, match="adapter name '' must be a non-empty string"):

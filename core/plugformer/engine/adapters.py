@@ -48,7 +48,7 @@ class AdapterSet:
 
     def directory(self, name: str) -> Path:
         """Where adapter ``name`` was loaded from."""
-        self._check_names([name])
+        self.check([name])
         return self._directories[name]
 
     def add(self, name: str, directory: str | Path) -> nn.Module:
@@ -100,12 +100,14 @@ class AdapterSet:
         base). An unknown name is a :class:`ConfigError` naming the loaded ones; an all-``None`` batch
         costs nothing (no routing at all)."""
         rows = list(names_per_row)
-        self._check_names([n for n in rows if n is not None])
+        self.check([n for n in rows if n is not None])
         if self._cls is None or all(n is None for n in rows):
             return nullcontext()
         return self._cls.route_rows(model, rows)
 
-    def _check_names(self, names: Sequence[str]) -> None:
+    def check(self, names: Sequence[str]) -> None:
+        """Refuse (one :class:`ConfigError` naming the loaded adapters) any of ``names`` that is not loaded: what
+        the engine calls when a request arrives, so a bad ``adapter=`` fails before it is scheduled."""
         unknown = sorted({repr(n) for n in names if n not in self._directories})
         if unknown:
             raise ConfigError(f"unknown adapter {', '.join(unknown)}; loaded adapters: "
