@@ -34,6 +34,9 @@ key                       families    meaning
 ``lossless``              tokenizer   decode(encode(text)) == text for any UTF-8 text
 ``kinds``                 guide       the structured-output spec kinds it compiles: ``["json_schema", "regex", ...]``
 ``tensor_parallel``       layers      how it shards under tensor parallelism
+``multi_adapter``         adapter     True: several saved adapters load side by side on one base and each
+                                      batch row runs through its own (``Adapter.load_named``/``route_rows``;
+                                      ``plugformer.engine.AdapterSet``)
 ``hf_names``              position,   its Hugging Face parameter names per architecture (``gpt2``,
                           norm, mlp   ``llama``), read by the ``plugformer_hf`` plugin to import/export;
                                       a component without it is refused by import-hf/export-hf by name

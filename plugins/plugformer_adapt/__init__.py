@@ -8,6 +8,10 @@ refused: FSDP2 (``fully_shard``) re-creates each parameter as a DTensor shard, w
 attribute, so the gathered 4-bit weight cannot be dequantized ("quant_state is required" in
 ``matmul_4bit``); bitsandbytes 0.50 has no FSDP2 integration.
 
+Capability ``multi_adapter``: saved ``lora``/``qlora`` adapters load side by side on one full-precision base
+and route per batch row (``plugformer.engine.AdapterSet``); a saved qlora adapter loads onto the plain base,
+as ``load_adapter`` does.
+
 Registration only: neither torch nor peft is imported here (see ``plugformer_register``).
 """
 from plugformer import hookimpl
@@ -25,10 +29,11 @@ def plugformer_register(registries):
         "lora", "plugformer_adapt.lora:LoraAdapter", schema="plugformer_adapt.schemas:LoraConfig",
         description="LoRA via peft on Linear layers chosen by name patterns (rsLoRA, DoRA options); "
                     "saves PEFT's adapter_config.json + adapter_model.safetensors",
-        capabilities={"devices": ["cpu", "cuda"], "peft_types": ["LORA"], "parallel": ["single", "ddp", "fsdp"]},
+        capabilities={"devices": ["cpu", "cuda"], "peft_types": ["LORA"], "parallel": ["single", "ddp", "fsdp"],
+                      "multi_adapter": True},
         available="plugformer_adapt.availability:lora")
     registries.adapter.register(
         "qlora", "plugformer_adapt.lora:QLoraAdapter", schema="plugformer_adapt.schemas:QLoraConfig",
         description="QLoRA: target layers quantized to 4-bit NF4 (the nf4 quantizer, bitsandbytes), LoRA on top",
-        capabilities={"devices": ["cpu", "cuda"], "parallel": ["single", "ddp"]},
+        capabilities={"devices": ["cpu", "cuda"], "parallel": ["single", "ddp"], "multi_adapter": True},
         available="plugformer_adapt.availability:qlora")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ import torch
 from torch import nn
 
 from plugformer.checkpoint.layout import ADAPTER_DIR as CHECKPOINT_ADAPTER_DIR
+from plugformer.errors import PlugformerError
 
 
 class Stage(IntEnum):
@@ -59,6 +62,11 @@ class Adapter(ModelTransform):
     writes ``ADAPTER_DIR`` inside a checkpoint), loads such a directory onto a plain model
     (:meth:`load_adapter`, for ``generate checkpoint=BASE adapter=DIR``) and folds itself into the base
     weights (:meth:`merge`, for ``plugformer merge``).
+
+    Optionally (capability ``multi_adapter: True``) several saved adapters load side by side on one base
+    under names (:meth:`load_named`) and each row of a batch runs through its own adapter or none
+    (:meth:`route_rows`), so one model serves requests for different fine-tunes in one forward pass
+    (``plugformer.engine.AdapterSet`` drives both).
     """
 
     stage = Stage.ADAPT
@@ -73,6 +81,30 @@ class Adapter(ModelTransform):
     @abstractmethod
     def merge(model: nn.Module) -> nn.Module:
         """The plain model with the adapter folded into its weights (same state-dict keys as the base)."""
+
+    @classmethod
+    def load_named(cls, model: nn.Module, directory: Path, name: str) -> nn.Module:
+        """``model`` with the adapter saved in ``directory`` added under ``name``, unmerged, leaving the
+        adapters loaded by earlier calls in place (the first call may wrap or inject into the plain base;
+        later calls receive what the previous one returned and add to it).
+
+        Outside :meth:`route_rows` the returned model computes the plain base model: a loaded adapter acts
+        only on the rows routed to it. Adapters that cannot do this keep the default, which refuses."""
+        raise PlugformerError(f"adapter {_entry_label(cls)} cannot be loaded side by side with other adapters "
+                              "(it does not declare capability multi_adapter)")
+
+    @classmethod
+    def route_rows(cls, model: nn.Module, names: Sequence[str | None]) -> AbstractContextManager[None]:
+        """A context manager inside which each forward pass of ``model`` (what :meth:`load_named` returned, or
+        the base module it wraps) with batch size ``len(names)`` sends row ``i`` through the adapter loaded
+        as ``names[i]`` (``None``: the base weights only)."""
+        raise PlugformerError(f"adapter {_entry_label(cls)} cannot route batch rows through different adapters "
+                              "(it does not declare capability multi_adapter)")
+
+
+def _entry_label(cls: type) -> str:
+    """How an error names an adapter class: its registry entry name where it declares one."""
+    return repr(getattr(cls, "entry_name", None) or cls.__name__)
 
 
 class Quantizer(ModelTransform):
