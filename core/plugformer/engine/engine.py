@@ -227,6 +227,22 @@ class Engine:
             self.requests[request_id] = request
         return request_id
 
+    def add_adapter(self, name: str, directory: str | Path) -> None:
+        """Load the LoRA adapter saved in ``directory`` under ``name``, unmerged, beside any already loaded;
+        requests choose it with ``SamplingParams(adapter=name)`` and rows of one batch may use different
+        adapters (or none). Refused in one line: a taken or bad name, a directory that is not an adapter,
+        an adapter plugin without the ``multi_adapter`` capability."""
+        from plugformer.engine.adapters import AdapterSet
+
+        with self._lock:
+            if self._route is None:
+                self._route = AdapterSet(self.model, self.registries)
+            self._route.add(name, directory)  # the adapters live inside the base's layers: self.model stays
+
+    def adapters(self) -> list[str]:
+        """The names of the loaded adapters."""
+        return self._route.names() if self._route is not None else []
+
     def _matcher(self, params: SamplingParams) -> Any:
         """A fresh structured-output matcher for ``params.structured`` (a GuideSpec), or None."""
         if params.structured is None:
