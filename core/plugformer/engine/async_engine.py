@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugformer.engine.engine import Engine
+from plugformer.engine.engine import Engine, EngineStats
 from plugformer.engine.outputs import RequestOutput, StreamDelta
 from plugformer.engine.params import SamplingParams
 from plugformer.errors import PlugformerError
@@ -43,7 +43,7 @@ class _Route:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue
     remaining: int
-    stream: RequestStream | None = None
+    stream: RequestStream
 
 
 @dataclass
@@ -89,20 +89,23 @@ class RequestStream:
 
 class AsyncEngine:
     """Runs ``engine``'s step loop in one background thread and serves its requests to coroutines.
+    ``on_finish(output)`` is called from that thread with each request's final :class:`RequestOutput`
+    (finished or aborted): the place for metrics.
 
     ``add_request`` and ``abort`` of :class:`Engine` are thread-safe; ``step`` is only ever called from
     this object's thread. :meth:`shutdown` stops admitting, lets in-flight requests finish within a
     grace period, aborts the rest and stops the thread.
     """
 
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, engine: Engine, on_finish: Callable[[RequestOutput], None] | None = None):
+        self.engine, self.on_finish = engine, on_finish
         self._cond = threading.Condition()
         self._routes: dict[str, _Route] = {}
         self._stopping = False
         self._stopped = False
         self.error: BaseException | None = None  # what made the step loop fail, if it did
         self.steps = 0
+        self._stats = engine.stats()
         self._thread = threading.Thread(target=self._run, name="plugformer-engine", daemon=True)
         self._thread.start()
 
@@ -123,6 +126,7 @@ class AsyncEngine:
                 self._fail(exc)
                 return
             self.steps += 1
+            self._stats = self.engine.stats()
             self._deliver(deltas)
 
     def _deliver(self, deltas: list[StreamDelta]) -> None:
@@ -143,8 +147,12 @@ class AsyncEngine:
         for route, request_id in finished:
             output = self.engine.output(request_id)
             self.engine.release(request_id)
-            if route.stream is not None:
-                route.stream.output = output
+            route.stream.output = output
+            if self.on_finish is not None:
+                try:
+                    self.on_finish(output)
+                except Exception:  # a metrics hook must never stop the loop
+                    pass
             route.loop.call_soon_threadsafe(route.queue.put_nowait, _DONE)
 
     def _fail(self, exc: BaseException) -> None:
@@ -163,6 +171,11 @@ class AsyncEngine:
         """False once :meth:`shutdown` began or the step loop failed."""
         return not self._stopping
 
+    def stats(self) -> EngineStats:
+        """The engine's :class:`EngineStats` after its latest step (taken by the loop thread, so reading it
+        never races a step)."""
+        return self._stats
+
     @property
     def num_in_flight(self) -> int:
         """Requests admitted and not yet finished."""
@@ -178,15 +191,14 @@ class AsyncEngine:
         params = params or SamplingParams()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        route = _Route(loop, queue, params.n)
+        stream = RequestStream("", self, queue)
+        route = _Route(loop, queue, params.n, stream)
         admitted = loop.run_in_executor(None, self._admit, prompt, params, request_id, route)
         try:
-            request_id = await asyncio.shield(admitted)
+            await asyncio.shield(admitted)
         except asyncio.CancelledError:  # the caller left while admission ran: do not leave it running
             admitted.add_done_callback(lambda f: f.cancelled() or f.exception() or self.abort(f.result()))
             raise
-        stream = RequestStream(request_id, self, queue)
-        route.stream = stream
         return stream
 
     def _admit(self, prompt: str | Sequence[int], params: SamplingParams, request_id: str | None,
@@ -197,6 +209,7 @@ class AsyncEngine:
         # the route must exist before the loop can step the request, so register it under the engine's id
         with self._cond:
             request_id = self.engine.add_request(prompt, params, request_id)
+            route.stream.request_id = request_id
             self._routes[request_id] = route
             self._cond.notify_all()
         return request_id
