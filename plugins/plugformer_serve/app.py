@@ -29,9 +29,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from plugformer.engine import Engine, QueueFull, RequestOutput, SamplingParams
-from plugformer.engine.async_engine import AsyncEngine, EngineStopped, RequestStream
-from plugformer.errors import PlugformerError
+from plugformer import PlugformerError
+from plugformer.engine import (
+    AsyncEngine,
+    Engine,
+    EngineStopped,
+    QueueFull,
+    RequestOutput,
+    RequestStream,
+    SamplingParams,
+)
 from plugformer_serve.chat import render_chat
 from plugformer_serve.metrics import ServerMetrics
 from plugformer_serve.protocol import (

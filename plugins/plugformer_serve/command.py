@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from plugformer import ConfigError
 from plugformer.commands import parse_keyvalues
-from plugformer.errors import ConfigError
 
-USAGE = """usage: plugformer serve checkpoint=DIR [server.host=127.0.0.1] [server.port=8000] [server.api_key=KEY|[K1,K2]]
-       [server.model_name=default] [server.adapters={name: DIR}] [server.timeout_s=600] [server.grace_s=30]
+USAGE = """usage: plugformer serve checkpoint=DIR [server.host=127.0.0.1] [server.port=8000]
+       [server.api_key=KEY|[K1,K2]] [server.model_name=default] [server.adapters={name: DIR}]
+       [server.timeout_s=600] [server.grace_s=30]
        [server.max_body_bytes=1000000] [server.max_batch=64] [server.kv_cache_tokens=N] [server.max_waiting=1024]
        [server.name=openai] [device=auto] [precision=fp32|bf16] [draft=DIR]
 Serves the checkpoint over the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models) with /health,

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from plugformer import PlugformerError
 from plugformer.engine import MAX_LOGPROBS, SamplingParams
-from plugformer.errors import PlugformerError
 from plugformer.interfaces import GuideSpec
 
 #: fields OpenAI defines that this server does not implement: a request setting one is refused (400)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from plugformer.errors import ConfigError
+from plugformer import ConfigError
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 
 import uvicorn
 
-from plugformer.errors import PlugformerError
+from plugformer import PlugformerError
 from plugformer.interfaces import Server
 from plugformer_serve.app import create_app
 from plugformer_serve.schemas import OpenAIServerConfig

@@ -38,7 +38,8 @@ def reference(checkpoint, builtin_host):
     engine = Engine.from_checkpoint(checkpoint, registries=builtin_host.registries, device="cpu")
 
     def alone(prompt: str, max_tokens: int, **params) -> str:
-        return engine.generate(prompt, SamplingParams(max_tokens=max_tokens, temperature=0, **params))[0].outputs[0].text
+        out = engine.generate(prompt, SamplingParams(max_tokens=max_tokens, temperature=0, **params))
+        return out[0].outputs[0].text
 
     return alone
 

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from plugformer.engine.engine import Engine, EngineStats
 from plugformer.engine.outputs import RequestOutput, StreamDelta
