@@ -14,13 +14,14 @@ from plugformer.interfaces import Tokenizer
 
 
 def checkpoint_template(checkpoint: str | Path) -> Any:
-    """The :class:`plugformer.training.ChatTemplate` recorded in the checkpoint's ``config.yaml`` (its
-    ``template`` node, written by ``plugformer finetune``), or the plain template when there is none."""
+    """The :class:`plugformer.training.ChatTemplate` recorded in the checkpoint's ``config.yaml`` (the
+    ``finetune.template`` node ``plugformer finetune`` writes), or the plain template when there is none."""
     from plugformer.checkpoint import load_config, resolve_checkpoint
     from plugformer.training import ChatTemplate
 
     config = load_config(resolve_checkpoint(checkpoint))
-    node = config.get("template") if hasattr(config, "get") else None
+    finetune = config.get("finetune")
+    node = finetune.get("template") if hasattr(finetune, "get") else None
     return ChatTemplate.from_config(node) if node is not None else ChatTemplate()
 
 

@@ -32,7 +32,7 @@ def write_tiny_checkpoint(tiny_config: Any, registries: Any, out: Path, template
     model = build_model(cfg, registries, tokenizer.vocab_size)
     config = OmegaConf.to_container(cfg, resolve=True)
     if template is not None:
-        config["template"] = template
+        config["finetune"] = {"template": template}  # where plugformer finetune records it
     return write_model_checkpoint(out, OmegaConf.create(config), model.state_dict(), tokenizer=tokenizer)
 
 
