@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import torch
 
-CONTEXT = 128
+CONTEXT = 512
 
 
 def write_tiny_checkpoint(tiny_config: Any, registries: Any, out: Path, template: dict | None = None) -> Path:

@@ -136,7 +136,7 @@ BAD = [
     (json.dumps({"model": "default", "prompt": "x", "top_p": 2}), "invalid_value", "top_p"),
     (json.dumps({"model": "default", "prompt": "x", "n": 0}), "invalid_value", "n"),
     (json.dumps({"model": "default", "prompt": "x", "stop": [1]}), "invalid_type", "stop"),
-    (json.dumps({"model": "default", "prompt": "x" * 100, "max_tokens": 100}), "context_length_exceeded", "prompt"),
+    (json.dumps({"model": "default", "prompt": "x" * 400, "max_tokens": 200}), "context_length_exceeded", "prompt"),
     (json.dumps({"model": "default", "prompt": [999999]}), "invalid_value", "prompt"),
     (json.dumps({"model": "default", "prompt": "x", "suffix": "y"}), "unsupported_parameter", "suffix"),
     (json.dumps({"model": "default", "prompt": "x", "logit_bias": {"1": 5}}), "unsupported_parameter",
@@ -171,7 +171,7 @@ def test_bad_chat_requests_unsupported_fields_auth_size_and_routes(server):
         assert role.status_code == 400 and role.json()["error"]["param"] == "messages[0].role"
         empty = post("/v1/chat/completions", {"model": "default", "messages": []})
         assert empty.status_code == 400 and empty.json()["error"]["param"] == "messages"
-        long = post("/v1/chat/completions", {"model": "default", "messages": [{"role": "user", "content": "x" * 200}]})
+        long = post("/v1/chat/completions", {"model": "default", "messages": [{"role": "user", "content": "x" * 600}]})
         assert long.status_code == 400 and str(CONTEXT) in long.json()["error"]["message"]
         for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": KEYS[0]}):
             r = post("/v1/completions", {"model": "default", "prompt": "x"}, headers)
@@ -236,10 +236,10 @@ def test_metrics_count_tokens_and_latencies(server):
 
 
 def test_overload_is_shed_with_429_before_any_200_and_nothing_hangs(checkpoint, tmp_path):
-    proc = ServerProcess(checkpoint, "server.max_batch=1", "server.max_waiting=1", "server.timeout_s=0.3",
+    proc = ServerProcess(checkpoint, "server.max_batch=1", "server.max_waiting=1", "server.timeout_s=0.2",
                          log=tmp_path / "overload.log")
     try:
-        body = {"model": "default", "prompt": "abc", "max_tokens": 120, "ignore_eos": True}
+        body = {"model": "default", "prompt": "abc", "max_tokens": 500, "ignore_eos": True, "temperature": 0}
         statuses: list[int] = []
         retry_after: list[str | None] = []
 
@@ -258,8 +258,10 @@ def test_overload_is_shed_with_429_before_any_200_and_nothing_hangs(checkpoint, 
         assert not any(t.is_alive() for t in threads)
         assert 429 in statuses and set(statuses) <= {200, 408, 429}
         assert all(a == "1" for s, a in zip(statuses, retry_after) if s == 429)
-        timed_out = httpx.post(f"{proc.url}/v1/completions", json=body, timeout=30)  # 0.3 s is not enough
-        assert timed_out.status_code == 408 and "timeout_s" in timed_out.json()["error"]["message"]
+        assert wait_for(lambda: proc.metric("plugformer_num_requests_running") == 0
+                        and proc.metric("plugformer_num_requests_waiting") == 0)
+        timed_out = httpx.post(f"{proc.url}/v1/completions", json=body, timeout=30)  # 500 tokens: > 0.2 s
+        assert timed_out.status_code == 408 and "timeout_s" in timed_out.json()["error"]["message"], timed_out.text
         assert wait_for(lambda: proc.metric("plugformer_num_requests_running") == 0)
         assert proc.metric("plugformer_kv_cache_blocks_used") == 0
         short = httpx.post(f"{proc.url}/v1/completions", json={**body, "max_tokens": 2}, timeout=30)
