@@ -287,3 +287,12 @@ def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_0(checkp
         assert proc.proc.wait(timeout=30) == 0
     finally:
         proc.stop()
+
+
+def test_response_format_json_schema_constrains_the_output(server):
+    schema = {"type": "string", "enum": ["yes", "no"]}
+    out = client(server).chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "ok?"}], max_tokens=200, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}})
+    assert json.loads(out.choices[0].message.content) in ("yes", "no"), out.choices[0]
+    assert out.choices[0].finish_reason == "stop"
