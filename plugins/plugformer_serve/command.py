@@ -129,14 +129,13 @@ def run(args: list[str]) -> int:
     registries = get_registries()
     server = build(registries, "server", settings["server"])  # bad server.* values fail before the model loads
     template = checkpoint_template(settings["checkpoint"])
+    if settings["adapters"] and not hasattr(Engine, "add_adapter"):
+        raise ConfigError("plugformer serve: server.adapters needs multi-adapter serving "
+                          "(Engine.add_adapter), which this plugformer does not have")
     engine = Engine.from_checkpoint(settings["checkpoint"], registries=registries, device=settings["device"],
                                     precision=settings["precision"], draft=settings["draft"], **settings["engine"])
     for name, directory in settings["adapters"].items():
-        add = getattr(engine, "add_adapter", None)
-        if add is None:
-            raise ConfigError("plugformer serve: server.adapters needs multi-adapter serving "
-                              "(Engine.add_adapter), which this plugformer does not have")
-        add(name, directory)
+        engine.add_adapter(name, directory)
     model_name = settings["server"].get("model_name", "default")
 
     def ready(address: str) -> None:

@@ -296,3 +296,41 @@ def test_response_format_json_schema_constrains_the_output(server):
         response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}})
     assert json.loads(out.choices[0].message.content) in ("yes", "no"), out.choices[0]
     assert out.choices[0].finish_reason == "stop"
+
+
+def test_adapters_are_listed_and_selected_by_model_name(checkpoint, reference, tmp_path):
+    """With multi-adapter serving (``Engine.add_adapter``), ``server.adapters`` loads LoRA adapters that a
+    request selects by ``model``; without it, the setting is refused in one line (exit 2)."""
+    import subprocess
+
+    from plugformer.engine import Engine
+
+    if not hasattr(Engine, "add_adapter"):
+        proc = subprocess.run([sys.executable, "-m", "plugformer", "serve", f"checkpoint={checkpoint}",
+                               "device=cpu", f"server.adapters={{up: {tmp_path}}}"], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("plugformer: error:")
+        assert "server.adapters" in proc.stderr and "add_adapter" in proc.stderr
+        return
+    run = tmp_path / "lora"
+    subprocess.run([sys.executable, "-m", "plugformer", "finetune", f"checkpoint={checkpoint}", "data=uppercase",
+                    "data.n_train=32", "data.n_val=4", "data.seq_len=32", "trainer.batch_size=4", "adapter=lora",
+                    "adapter.r=2", "trainer.max_steps=2", "eval_examples=2", "max_new_tokens=2", "threads=1",
+                    f"hydra.run.dir={run}"], check=True, capture_output=True, text=True, timeout=300)
+    adapter = run / "checkpoints" / "last" / "adapter"
+    proc = ServerProcess(checkpoint, f"server.adapters={{up: {adapter}}}", log=tmp_path / "adapters.log")
+    try:
+        c = client(proc, "x")
+        assert [m.id for m in c.models.list().data] == ["default", "up"]
+        tuned = c.completions.create(model="up", prompt="up abc=", max_tokens=6, temperature=0).choices[0].text
+        base = c.completions.create(model="default", prompt="up abc=", max_tokens=6, temperature=0).choices[0].text
+        assert base == reference("up abc=", 6)
+        from plugformer import get_registries
+        from plugformer.engine import SamplingParams
+
+        alone = Engine.from_checkpoint(checkpoint, registries=get_registries(), device="cpu", adapter=adapter)
+        expected = alone.generate("up abc=", SamplingParams(max_tokens=6, temperature=0))[0].outputs[0].text
+        assert tuned == expected
+    finally:
+        proc.stop()
