@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plugformer import ConfigError
+from plugformer.config import bounded
 
 
 @dataclass
@@ -22,12 +23,12 @@ class OpenAIServerConfig:
     """
 
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = bounded(8000, ge=0, le=65535)
     api_key: Any = None
-    timeout_s: float = 600.0
-    max_body_bytes: int = 1_000_000
+    timeout_s: float = bounded(600.0, gt=0)
+    max_body_bytes: int = bounded(1_000_000, ge=1)
     model_name: str = "default"
-    grace_s: float = 30.0
+    grace_s: float = bounded(30.0, ge=0)
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
