@@ -237,23 +237,24 @@ def create_app(engine: Engine, config: OpenAIServerConfig, *, chat_template: Any
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
+        arrival = time.monotonic()  # server.timeout_s counts from here
         state.authorize(request)
         body = parse_json(await read_body(request, config.max_body_bytes))
         plan = completion_plan(body, config.model_name)
         check_prompts(plan.prompts, engine.tokenizer.vocab_size)
-        return await answer(request, plan, "completion", "prompt")
+        return await answer(request, plan, "completion", "prompt", arrival)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
+        arrival = time.monotonic()
         state.authorize(request)
         body = parse_json(await read_body(request, config.max_body_bytes))
         messages = chat_messages(body)
         ids = await asyncio.to_thread(render_chat, messages, chat_template, engine.tokenizer)
         plan = chat_plan(body, config.model_name, ids, engine.context)
-        return await answer(request, plan, "chat", "messages")
+        return await answer(request, plan, "chat", "messages", arrival)
 
-    async def answer(request: Request, plan: Plan, kind: str, prompt_field: str) -> Response:
-        arrival = time.monotonic()
+    async def answer(request: Request, plan: Plan, kind: str, prompt_field: str, arrival: float) -> Response:
         info = request.state.log
         info["model"] = plan.model
         params = with_adapter(plan.params, state.adapter_for(plan.model))
