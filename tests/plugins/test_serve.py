@@ -334,3 +334,12 @@ def test_adapters_are_listed_and_selected_by_model_name(checkpoint, reference, t
         assert tuned == expected
     finally:
         proc.stop()
+
+
+def test_a_batch_of_prompts_gives_n_choices_per_prompt_in_order(server, reference):
+    out = client(server).completions.create(model="default", prompt=["def a(", [105, 109, 112]], n=2,
+                                            max_tokens=6, temperature=0)
+    texts = {ch.index: ch.text for ch in out.choices}
+    assert texts == {0: reference("def a(", 6), 1: reference("def a(", 6), 2: reference("imp", 6),
+                     3: reference("imp", 6)}
+    assert out.usage.prompt_tokens == len("def a(") + 3
