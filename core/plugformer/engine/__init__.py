@@ -18,3 +18,8 @@ from plugformer.engine.support import RaggedUnsupported, check_ragged_support
 __all__ = ["DEFAULT_KV_CACHE_TOKENS", "MAX_LOGPROBS", "BeamResult", "CompletionOutput", "Engine", "EngineStats", "FinishReason",
            "Logprob", "QueueFull", "RaggedUnsupported", "RequestOutput", "SamplingParams", "StreamDelta",
            "beam_search", "check_ragged_support"]
+
+# the engine behind an asyncio server (plugformer_serve): its step loop in one thread, requests as async streams
+from plugformer.engine.async_engine import AsyncEngine, EngineStopped, RequestStream  # noqa: E402
+
+__all__ += ["AsyncEngine", "EngineStopped", "RequestStream"]
