@@ -9,7 +9,11 @@ import copy
 import json
 import re
 import shlex
+import shutil
 import socket
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -168,6 +172,30 @@ def test_the_docker_build_context_leaves_out_environments_runs_and_git():
     copied = {args.split()[0] for keyword, args in dockerfile_instructions(DOCKERFILES["cpu"].read_text())
               if keyword == "COPY"}
     assert not copied & ignored, "the Dockerfile copies something .dockerignore leaves out"
+
+
+@pytest.mark.slow
+def test_what_the_dockerfile_copies_is_enough_to_build_plugformer_with_every_plugin(tmp_path: Path):
+    """The image builds from its COPY lines only: a new top-level file or folder the build needs must be copied."""
+    context = tmp_path / "context"
+    context.mkdir()
+    for keyword, args in dockerfile_instructions(DOCKERFILES["cpu"].read_text()):
+        if keyword == "COPY":
+            *sources, _ = args.split()
+            for source in sources:
+                if (ROOT / source).is_dir():
+                    shutil.copytree(ROOT / source, context / source,
+                                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+                else:
+                    shutil.copy2(ROOT / source, context / source)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"),
+                            str(context)], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("plugformer-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"plugformer/cli/main.py", "plugformer/conf/generate.yaml"} <= names
+    for plugin in sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "__init__.py").is_file()):
+        assert f"{plugin}/__init__.py" in names, plugin
 
 
 def test_the_dockerfile_reader_rejects_a_shell_form_entrypoint():
