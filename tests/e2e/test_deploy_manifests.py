@@ -206,11 +206,12 @@ def test_the_dockerfile_reader_rejects_a_shell_form_entrypoint():
 
 # ------------------------------------------------------------------------------------------- Kubernetes manifests
 def manifest_files() -> list[Path]:
-    """Every Kubernetes manifest (the kustomization is kustomize's own format, checked separately)."""
-    return sorted(p for p in KUBE_DIR.glob("*.yaml") if p.name != "kustomization.yaml")
+    """Every Kubernetes manifest (kustomization.yaml files are kustomize's own format, checked separately)."""
+    return sorted(p for p in KUBE_DIR.rglob("*.yaml") if p.name != "kustomization.yaml")
 
 
 def load(name: str) -> dict:
+    """The one document of deploy/kubernetes/NAME."""
     (document,) = list(yaml.safe_load_all((KUBE_DIR / name).read_text()))
     return document
 
@@ -231,7 +232,7 @@ def kubernetes_validate():
     return pytest.importorskip("kubernetes_validate", reason="install the test extra (kubernetes-validate)")
 
 
-@pytest.mark.parametrize("path", manifest_files(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", manifest_files(), ids=lambda p: str(p.relative_to(KUBE_DIR)))
 def test_every_manifest_is_valid_against_the_pinned_kubernetes_schemas(path: Path, kubernetes_validate, offline):
     documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     assert documents, f"{path.name} is empty"
@@ -240,25 +241,85 @@ def test_every_manifest_is_valid_against_the_pinned_kubernetes_schemas(path: Pat
 
 
 def test_a_misspelt_field_fails_validation(kubernetes_validate, offline):
-    deployment = copy.deepcopy(load("deployment.yaml"))
+    deployment = copy.deepcopy(load("base/deployment.yaml"))
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     container["readinesProbe"] = container.pop("readinessProbe")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
 
-def test_the_kustomization_applies_the_server_with_the_queue_autoscaler_and_not_the_cpu_fallback():
-    kustomization = yaml.safe_load((KUBE_DIR / "kustomization.yaml").read_text())
-    assert kustomization["kind"] == "Kustomization"
-    resources = kustomization["resources"]
-    assert all((KUBE_DIR / r).is_file() for r in resources)
-    assert {"deployment.yaml", "service.yaml", "hpa.yaml", "model-pvc.yaml"} <= set(resources)
-    assert "hpa-cpu.yaml" not in resources, "two autoscalers on one Deployment fight over its replica count"
+def kustomization(overlay: str) -> dict:
+    """deploy/kubernetes/OVERLAY/kustomization.yaml."""
+    document = load(f"{overlay}/kustomization.yaml")
+    assert document["kind"] == "Kustomization"
+    return document
+
+
+def test_the_base_kustomization_applies_every_manifest_of_the_base():
+    resources = kustomization("base")["resources"]
+    on_disk = {p.name for p in (KUBE_DIR / "base").glob("*.yaml") if p.name != "kustomization.yaml"}
+    assert sorted(resources) == sorted(on_disk) == ["deployment.yaml", "hpa.yaml", "model-pvc.yaml", "service.yaml"]
+
+
+def json_patch_add(document: dict, path: str, value: object) -> None:
+    """RFC 6902 'add' (what the overlays use): the parent must exist, as kustomize requires."""
+    *parents, last = [part.replace("~1", "/").replace("~0", "~") for part in path.lstrip("/").split("/")]
+    target = document
+    for part in parents:
+        target = target[int(part)] if isinstance(target, list) else target[part]
+    target[last] = value
+
+
+def test_the_cuda_overlay_gives_each_replica_the_cuda_image_and_one_gpu(kubernetes_validate, offline):
+    overlay = kustomization("cuda")
+    assert overlay["resources"] == ["../base"]
+    deployment = copy.deepcopy(load("base/deployment.yaml"))
+    (patch,) = overlay["patches"]
+    assert patch["target"] == {"kind": "Deployment", "name": deployment["metadata"]["name"]}
+    for operation in yaml.safe_load(patch["patch"]):
+        assert operation["op"] == "add"
+        json_patch_add(deployment, operation["path"], operation["value"])
+    kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    (image,) = overlay["images"]
+    assert server["image"] == f"{image['name']}:cpu" and image["newTag"] == "cuda"
+
+
+def test_the_cpu_autoscaling_overlay_replaces_the_queue_autoscaler(kubernetes_validate, offline):
+    overlay = kustomization("cpu-autoscaling")
+    assert overlay["resources"] == ["../base", "hpa-cpu.yaml"]
+    (patch,) = overlay["patches"]
+    deleted = yaml.safe_load(patch["patch"])
+    assert deleted.pop("$patch") == "delete"
+    queue_hpa = load("base/hpa.yaml")
+    # the base's queue-based HPA goes: two autoscalers on one Deployment fight over its replica count
+    assert deleted == {"apiVersion": queue_hpa["apiVersion"], "kind": queue_hpa["kind"],
+                       "metadata": {"name": queue_hpa["metadata"]["name"]}}
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its built-in kustomize) not installed")
+@pytest.mark.parametrize("overlay", ["base", "cuda", "cpu-autoscaling"])
+def test_each_kustomization_renders_valid_manifests_with_one_autoscaler(overlay: str, kubernetes_validate):
+    rendered = subprocess.run(["kubectl", "kustomize", str(KUBE_DIR / overlay)], capture_output=True, text=True,
+                              timeout=120)
+    assert rendered.returncode == 0, rendered.stderr
+    documents = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    kinds = sorted(d["kind"] for d in documents)
+    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "PersistentVolumeClaim", "Service"]
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert server["image"].endswith(":cuda" if overlay == "cuda" else ":cpu")
+    (hpa,) = [d for d in documents if d["kind"] == "HorizontalPodAutoscaler"]
+    metric = hpa["spec"]["metrics"][0]
+    assert metric["type"] == ("Resource" if overlay == "cpu-autoscaling" else "Pods")
 
 
 @pytest.fixture(scope="module")
 def deployment() -> dict:
-    return load("deployment.yaml")
+    return load("base/deployment.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +359,7 @@ def test_the_model_is_mounted_read_only_where_the_image_reads_it(deployment: dic
     (mount,) = [m for m in server["volumeMounts"] if m["mountPath"] == MODEL_DIR]
     assert mount["readOnly"] is True
     volume = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}[mount["name"]]
-    claim = load("model-pvc.yaml")
+    claim = load("base/model-pvc.yaml")
     assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
     assert "ReadOnlyMany" in claim["spec"]["accessModes"], "replicas on several nodes share the checkpoint"
     assert Image(DOCKERFILES["cpu"]).overrides()["checkpoint"] == MODEL_DIR
@@ -321,7 +382,7 @@ def test_termination_grace_covers_the_drain_and_the_servers_shutdown(deployment:
 
 
 def test_the_service_sends_traffic_to_the_deployments_pods(deployment: dict, server: dict):
-    service = load("service.yaml")
+    service = load("base/service.yaml")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     selector = service["spec"]["selector"]
     assert selector.items() <= pod_labels.items()
@@ -331,7 +392,7 @@ def test_the_service_sends_traffic_to_the_deployments_pods(deployment: dict, ser
 
 
 def test_the_autoscaler_scales_the_deployment_on_queued_requests(deployment: dict):
-    hpa = load("hpa.yaml")
+    hpa = load("base/hpa.yaml")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
                                              "name": deployment["metadata"]["name"]}
@@ -343,7 +404,7 @@ def test_the_autoscaler_scales_the_deployment_on_queued_requests(deployment: dic
 
 
 def test_the_cpu_fallback_scales_the_same_deployment_on_cpu_utilisation(deployment: dict):
-    hpa = load("hpa-cpu.yaml")
+    hpa = load("cpu-autoscaling/hpa-cpu.yaml")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     (metric,) = hpa["spec"]["metrics"]
