@@ -1,8 +1,9 @@
-"""The deployment files (Dockerfile, deploy/docker/Dockerfile.cuda, deploy/kubernetes/*.yaml) are what an operator
+"""The deployment files (Dockerfile, deploy/docker/Dockerfile.cuda, deploy/kubernetes/**) are what an operator
 runs `plugformer serve` with. Docker and a cluster are not available to the tests, so these check them offline:
 every Kubernetes manifest against the API schemas of a pinned Kubernetes version (kubernetes-validate, strict: an
 unknown or misspelt field fails), and the wiring between the files (ports, probe paths, labels, the metric the
-autoscaler reads, the model path, the non-root user) against what the server and its image expose."""
+autoscaler reads, the model path, the non-root user) against what the server and its image expose,
+and the kustomize overlays (cuda, cpu-autoscaling) against the base they patch."""
 from __future__ import annotations
 
 import copy
