@@ -3,8 +3,9 @@
 #   docker build -t plugformer-serve:cpu .
 #   docker run --rm -p 8000:8000 -v "$PWD/runs/x/checkpoints/last:/models/model:ro" plugformer-serve:cpu
 #
-# Extra arguments after the image name are appended as config overrides (the last value of a key wins), e.g.
-#   docker run ... plugformer-serve:cpu server.api_key=$KEY
+# Extra arguments after the image name are appended as more server settings (any key but the three the
+# entrypoint sets: plugformer serve rejects a repeated key), e.g.
+#   docker run ... plugformer-serve:cpu server.api_key=$KEY server.max_batch=32
 # The image holds no model: mount a checkpoint directory at /models/model. Nothing is downloaded at run time.
 FROM python:3.11-slim
 

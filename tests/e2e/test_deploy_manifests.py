@@ -31,7 +31,6 @@ KUBERNETES_VERSION = "1.33.0"
 LIVENESS_PATH, READINESS_PATH, METRICS_PATH = "/health", "/ready", "/metrics"
 QUEUE_METRIC = "plugformer_num_requests_waiting"
 MODEL_DIR = "/models/model"
-SERVER_GRACE_S = 30  # the server's graceful-shutdown period that terminationGracePeriodSeconds must cover
 
 
 # ---------------------------------------------------------------------------------------------- Dockerfile reading
@@ -117,10 +116,19 @@ class Image:
         return installs
 
     def overrides(self) -> dict[str, str]:
-        """The key=value config overrides the container starts `plugformer serve` with (last value wins)."""
+        """The key=value settings the container starts `plugformer serve` with (it rejects a repeated key)."""
         argv = self.entrypoint + self.cmd
         assert argv[:2] == ["plugformer", "serve"], f"the image runs {argv}, not plugformer serve"
-        return dict(arg.split("=", 1) for arg in argv[2:])
+        return settings(argv[2:])
+
+
+def settings(args: list[str]) -> dict[str, str]:
+    """``{key: value}`` of plugformer serve's key=value arguments; a repeated key fails as it does there."""
+    pairs = [arg.split("=", 1) for arg in args]
+    assert all(len(pair) == 2 for pair in pairs), f"not key=value: {args}"
+    keys = [key for key, _ in pairs]
+    assert len(keys) == len(set(keys)), f"a repeated key, which plugformer serve rejects: {keys}"
+    return dict(pairs)
 
 
 @pytest.fixture(scope="module", params=sorted(DOCKERFILES))
@@ -364,7 +372,6 @@ def test_the_model_is_mounted_read_only_where_the_image_reads_it(deployment: dic
     assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
     assert "ReadOnlyMany" in claim["spec"]["accessModes"], "replicas on several nodes share the checkpoint"
     assert Image(DOCKERFILES["cpu"]).overrides()["checkpoint"] == MODEL_DIR
-    assert not any(a.startswith("checkpoint=") for a in server.get("args", [])), "args would move the model path"
 
 
 def test_the_pod_runs_as_the_images_non_root_user_with_limits(deployment: dict, server: dict):
@@ -376,10 +383,16 @@ def test_the_pod_runs_as_the_images_non_root_user_with_limits(deployment: dict, 
         assert {"cpu", "memory"} <= set(server["resources"][bound])
 
 
+def test_the_container_args_add_to_the_images_settings_without_repeating_one(server: dict):
+    image_settings = Image(DOCKERFILES["cpu"]).overrides()
+    settings([f"{key}={value}" for key, value in image_settings.items()] + server["args"])
+
+
 def test_termination_grace_covers_the_drain_and_the_servers_shutdown(deployment: dict, server: dict):
     pod = deployment["spec"]["template"]["spec"]
     pre_stop = server["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert pod["terminationGracePeriodSeconds"] >= pre_stop + SERVER_GRACE_S
+    grace_s = float(settings(server["args"])["server.grace_s"])
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + grace_s
 
 
 def test_the_service_sends_traffic_to_the_deployments_pods(deployment: dict, server: dict):
