@@ -468,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     parts = {x.strip() for x in args.parts.split(",") if x.strip()}
     if not parts or parts - {"a", "b", "c"}:
         p.error(f"--parts {args.parts!r}: choose from a, b, c")
+    for name in ("threads", "rounds", "max_prefill_tokens", "kv_cache_tokens"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     s = Settings.quick() if args.quick else Settings()
