@@ -4,22 +4,20 @@
   to completion, ``stream`` yields text deltas, ``add_request``/``step``/``abort`` let a server drive it.
 - :class:`SamplingParams`: one request's decoding rules (vLLM's names).
 - :class:`RequestOutput`, :class:`CompletionOutput`, :class:`Logprob`, :class:`StreamDelta`: results.
+- :class:`AsyncEngine`: the step loop in one thread, requests as asyncio streams (what a server uses).
 - :class:`QueueFull`: the bounded waiting queue refused a request (a server answers 429).
 - :func:`beam_search` / :class:`BeamResult`: beam search matching Hugging Face ``generate(num_beams=N)``.
 
 See docs/inference.md.
 """
+from plugformer.engine.async_engine import AsyncEngine, EngineStopped, RequestStream
 from plugformer.engine.beam import BeamResult, beam_search
 from plugformer.engine.engine import DEFAULT_KV_CACHE_TOKENS, Engine, EngineStats, QueueFull
 from plugformer.engine.outputs import CompletionOutput, FinishReason, Logprob, RequestOutput, StreamDelta
 from plugformer.engine.params import MAX_LOGPROBS, SamplingParams
 from plugformer.engine.support import RaggedUnsupported, check_ragged_support
 
-__all__ = ["DEFAULT_KV_CACHE_TOKENS", "MAX_LOGPROBS", "BeamResult", "CompletionOutput", "Engine", "EngineStats", "FinishReason",
-           "Logprob", "QueueFull", "RaggedUnsupported", "RequestOutput", "SamplingParams", "StreamDelta",
+__all__ = ["DEFAULT_KV_CACHE_TOKENS", "MAX_LOGPROBS", "AsyncEngine", "BeamResult", "CompletionOutput", "Engine",
+           "EngineStats", "EngineStopped", "FinishReason", "Logprob", "RequestStream", "QueueFull", "RaggedUnsupported", "RequestOutput", "SamplingParams", "StreamDelta",
            "beam_search", "check_ragged_support"]
 
-# the engine behind an asyncio server (plugformer_serve): its step loop in one thread, requests as async streams
-from plugformer.engine.async_engine import AsyncEngine, EngineStopped, RequestStream  # noqa: E402
-
-__all__ += ["AsyncEngine", "EngineStopped", "RequestStream"]
