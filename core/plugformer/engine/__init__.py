@@ -18,6 +18,6 @@ from plugformer.engine.params import MAX_LOGPROBS, SamplingParams
 from plugformer.engine.support import RaggedUnsupported, check_ragged_support
 
 __all__ = ["DEFAULT_KV_CACHE_TOKENS", "MAX_LOGPROBS", "AsyncEngine", "BeamResult", "CompletionOutput", "Engine",
-           "EngineStats", "EngineStopped", "FinishReason", "Logprob", "RequestStream", "QueueFull", "RaggedUnsupported", "RequestOutput", "SamplingParams", "StreamDelta",
-           "beam_search", "check_ragged_support"]
+           "EngineStats", "EngineStopped", "FinishReason", "Logprob", "QueueFull", "RaggedUnsupported", "RequestOutput",
+           "RequestStream", "SamplingParams", "StreamDelta", "beam_search", "check_ragged_support"]
 
