@@ -226,3 +226,34 @@ def test_saved_qlora_adapters_route_on_the_full_precision_base(registries, tiny_
     for i, name in enumerate(ROWS):
         torch.testing.assert_close(mixed[i:i + 1], _alone(cfg, registries, dirs.get(name))(tokens[i:i + 1]),
                                    atol=ATOL, rtol=0)
+
+
+def test_the_engine_serves_requests_for_different_adapters_in_one_batch(registries, tiny_config, tmp_path):
+    """Engine.add_adapter: each request names its adapter; every request gets what its adapter alone gives."""
+    from plugformer.engine import Engine, SamplingParams
+    from plugformer.generation import Sampling, generate
+    from plugformer_text.byte_tokenizer import ByteTokenizer
+
+    cfg = tiny_config(*BASE, "position=rope", "model.max_seq_len=48")
+    dirs = {"a": _saved_adapter(cfg, registries, tmp_path / "a", seed=1),
+            "b": _saved_adapter(cfg, registries, tmp_path / "b", seed=2)}
+    engine = Engine(_base(cfg, registries), ByteTokenizer(None), registries=registries, block_size=4)
+    for name, directory in dirs.items():
+        engine.add_adapter(name, directory)
+    assert engine.adapters() == ["a", "b"]
+    prompts = [b"def main(", b"import os", b"def main(", b"class X:"]
+    names = ["a", "b", None, "b"]
+    outs = engine.generate([list(p) for p in prompts],
+                           [SamplingParams(max_tokens=10, temperature=0, ignore_eos=True, adapter=n) for n in names])
+    got = {}
+    for prompt, name, out in zip(prompts, names, outs):
+        model = _base(cfg, registries)
+        if name is not None:
+            model = attach_adapter(model, dirs[name], registries).eval()
+        alone = generate(model, [list(prompt)], Sampling(max_new_tokens=10, temperature=0), eos_id=None,
+                         use_cache=False)[0].tokens
+        assert out.outputs[0].token_ids == alone, (prompt, name)
+        got[(prompt, name)] = alone
+    assert got[(b"def main(", "a")] != got[(b"def main(", None)]  # the adapter really changes the output
+    with pytest.raises(ConfigError, match="'c'.*loaded adapters: a, b"):
+        engine.add_request("x", SamplingParams(adapter="c"))
