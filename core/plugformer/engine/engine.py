@@ -80,6 +80,26 @@ def _check_positive(name: str, value: Any) -> int:
     return value
 
 
+#: prefill rows share one forward pass while padding adds at most this fraction of computed positions
+PREFILL_PADDING = 0.25
+
+
+def _padding_groups(rows: list[tuple[Seq, int]]) -> list[list[tuple[Seq, int]]]:
+    """Prefill chunks grouped into forward passes: rows padded to the longest of their group, so rows of
+    similar length go together (sorted by length, a group grows while padding stays under
+    :data:`PREFILL_PADDING` of its positions)."""
+    groups: list[list[tuple[Seq, int]]] = []
+    for row in sorted(rows, key=lambda r: r[1], reverse=True):
+        if groups:
+            group = groups[-1]
+            real = sum(n for _, n in group) + row[1]
+            if group[0][1] * (len(group) + 1) <= (1 + PREFILL_PADDING) * real:
+                group.append(row)
+                continue
+        groups.append([row])
+    return groups
+
+
 class Engine:
     """Continuous batching over a paged KV cache with prefix caching; see :mod:`plugformer.engine`.
 
@@ -287,8 +307,8 @@ class Engine:
             gains, decode = self._speculate(decode)
         if decode:
             sampling += self._forward([(s, s.to_compute) for s in decode])
-        if plan.prefill:
-            sampling += self._forward(plan.prefill)
+        for group in _padding_groups(plan.prefill):
+            sampling += self._forward(group)
         with self._lock:
             for seq, tokens in gains:
                 for token in tokens:
