@@ -6,7 +6,7 @@ schema and availability check are strings resolved on first use.
 """
 from plugformer import hookimpl
 
-plugformer_api = "1.0"  # the plugformer plugin API this package targets
+plugformer_api = "1.1"  # the plugformer plugin API this package targets
 
 
 @hookimpl

@@ -137,7 +137,7 @@ class GenerateConfig:
     prompts: Optional[str] = None  # a .jsonl file ({"prompt": ...} per line) or a text file (one prompt per line)
     out: Optional[str] = None  # with prompts=: write one JSON line per prompt here (never replaces a file)
     num_beams: int = bounded(1, ge=1)  # > 1: beam search (greedy; temperature is ignored)
-    length_penalty: float = 1.0
+    length_penalty: float = bounded(1.0, ge=-100, le=100)  # beams: score / length ** length_penalty
     early_stopping: bool = False
     draft: Optional[str] = None  # a draft checkpoint with the same tokenizer: speculative decoding
     num_speculative_tokens: int = bounded(4, ge=1)
