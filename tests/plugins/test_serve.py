@@ -210,7 +210,7 @@ def test_32_parallel_clients_each_get_what_their_request_gives_alone(server, ref
 
 def test_a_client_that_leaves_cancels_its_generation_and_frees_the_cache(server):
     aborted = server.metric("plugformer_request_aborted_total")
-    body = {"model": "default", "prompt": "abc", "max_tokens": 120, "ignore_eos": True, "temperature": 0}
+    body = {"model": "default", "prompt": "abc", "max_tokens": 500, "ignore_eos": True, "temperature": 0}
     headers = {"authorization": f"Bearer {KEYS[0]}"}
     with httpx.Client(base_url=server.url, timeout=30) as http:
         with http.stream("POST", "/v1/completions", json={**body, "stream": True}, headers=headers) as r:
