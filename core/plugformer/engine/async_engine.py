@@ -17,6 +17,7 @@ prompt that cannot fit (:class:`ConfigError`) is known before a server sends any
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -26,6 +27,8 @@ from plugformer.engine.engine import Engine, EngineStats
 from plugformer.engine.outputs import RequestOutput, StreamDelta
 from plugformer.engine.params import SamplingParams
 from plugformer.errors import PlugformerError
+
+_log = logging.getLogger(__name__)
 
 
 class EngineStopped(PlugformerError):
@@ -150,8 +153,8 @@ class AsyncEngine:
             if self.on_finish is not None:
                 try:
                     self.on_finish(output)
-                except Exception:  # a metrics hook must never stop the loop
-                    pass
+                except Exception:  # a metrics hook must never stop the loop, but its failure is reported
+                    _log.exception("the engine's on_finish hook failed for request %s", request_id)
             route.loop.call_soon_threadsafe(route.queue.put_nowait, _DONE)
 
     def _fail(self, exc: BaseException) -> None:

@@ -298,8 +298,8 @@ class Engine:
         with self._lock:
             self._apply_aborts()
             plan = self.scheduler.schedule()
-            while not plan and self.scheduler.running:  # everyone stuck on blocks: make room, oldest first
-                self.scheduler._preempt(self.scheduler.running[-1], plan)
+            while not plan and self.scheduler.running:  # everyone stuck on blocks: free the newest's
+                self.scheduler.preempt_newest(plan)
                 plan = self.scheduler.schedule()
         sampling: list[tuple[Seq, Tensor]] = []
         decode, gains = plan.decode, []

@@ -113,6 +113,10 @@ class Scheduler:
         seq.blocks.extend(fresh)
         return True
 
+    def preempt_newest(self, plan: Plan) -> None:
+        """Preempt the most recently admitted running sequence (when no one can make progress)."""
+        self._preempt(self.running[-1], plan)
+
     def _preempt(self, seq: Sequence, plan: Plan) -> None:
         self.running.remove(seq)
         if seq in plan.decode:
