@@ -32,6 +32,7 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "plugformer.model",
     "plugformer.generation",
     "plugformer.engine",
+    "plugformer.retrieval",
     "plugformer.config",
     "plugformer.commands",
     "plugformer.ops",

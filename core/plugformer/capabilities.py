@@ -33,6 +33,11 @@ key                       families    meaning
 ``batches``               objective   what it trains on: ``["windows"]`` (default), ``["preference"]`` (pairs)
 ``lossless``              tokenizer   decode(encode(text)) == text for any UTF-8 text
 ``kinds``                 guide       the structured-output spec kinds it compiles: ``["json_schema", "regex", ...]``
+``exact``                 retriever   returns the true ``k`` nearest neighbours by inner product (flat
+                                      indexes); approximate ones (HNSW, IVF, PQ) leave it out and are held
+                                      to the other retriever contracts only
+``persistent``            retriever   ``save``/``load`` round-trip (every retriever an index can hold)
+``roles``                 embedder    True: queries and passages are embedded differently (``role=``)
 ``tensor_parallel``       layers      how it shards under tensor parallelism
 ``multi_adapter``         adapter     True: several saved adapters load side by side on one base and each
                                       batch row runs through its own (``Adapter.load_named``/``route_rows``;

@@ -73,6 +73,10 @@ FAMILY_RECORDS: tuple[Family, ...] = (
     Family("server", "serves a loaded model over a protocol", "plugformer.interfaces.server:Server"),
     Family("guide", "structured output: masks tokens so text follows a schema/regex/choice",
            "plugformer.interfaces.guide:Guide"),
+    Family("embedder", "text -> unit-length vectors for retrieval (pooled hidden states, packaged models)",
+           "plugformer.interfaces.retrieval:Embedder"),
+    Family("retriever", "indexes chunks and finds the nearest ones to a query (dense, lexical, fused, a database)",
+           "plugformer.interfaces.retrieval:Retriever"),
 )
 
 #: family name -> :class:`Family`, in listing order (read-only)

@@ -36,6 +36,16 @@ from plugformer.interfaces.optim import (
 )
 from plugformer.interfaces.parallel import ParallelStrategy, resolve_device
 from plugformer.interfaces.position import PositionEncoding, Positions
+from plugformer.interfaces.retrieval import (
+    Chunk,
+    Embedder,
+    Hit,
+    Retriever,
+    RetrieverContext,
+    check_vectors,
+    normalize_rows,
+    reciprocal_rank_fusion,
+)
 from plugformer.interfaces.server import Server
 from plugformer.interfaces.tokenizer import Tokenizer
 from plugformer.interfaces.transform import Adapter, ModelTransform, Quantizer, Stage
@@ -49,4 +59,6 @@ __all__ = [
     "Tokenizer", "causal_mask",
     "Guide", "GuideMatcher", "GuideSpec", "Vocabulary", "bitmask_words", "build_guide", "mask_logits",
     "new_bitmask", "pack_allowed", "unpack_bitmask", "check_no_decay", "param_groups", "param_kinds", "resolve_device",
+    "Chunk", "Embedder", "Hit", "Retriever", "RetrieverContext", "check_vectors", "normalize_rows",
+    "reciprocal_rank_fusion",
 ]
