@@ -133,6 +133,19 @@ class Transformer(nn.Module):
             x = x.reshape(-1, x.shape[-1]).index_select(0, logits_at)
         return self.lm_head(self.norm_f(x))
 
+    def hidden_states(self, tokens: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        """``tokens`` (B, T) → the final-norm hidden states (B, T, d_model) of a full, uncached pass (what the
+        LM head reads): embedders pool them. Differentiable; runs :meth:`forward` (so hooks, adapters and
+        quantized layers apply) with the LM head on one position only."""
+        captured: list[Tensor] = []
+        handle = self.blocks[-1].register_forward_hook(lambda _module, _args, out: captured.append(out))
+        try:
+            self.forward(tokens, padding_mask=padding_mask,
+                         logits_at=torch.zeros(1, dtype=torch.long, device=tokens.device))
+        finally:
+            handle.remove()
+        return self.norm_f(captured[-1])
+
     def new_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> DecodeCache:
         """An empty :class:`DecodeCache` for incremental decoding of up to ``max_len`` positions."""
         p = self.tok_emb.weight

@@ -7,5 +7,8 @@ from plugformer.retrieval.components import (
     node_dict,
     retriever_context,
 )
+from plugformer.retrieval.pooling import POOLINGS, pool, pooled_embeddings
+from plugformer.retrieval.prompt import DEFAULT_TEMPLATE, check_template, format_passages, rag_prompt
 
-__all__ = ["build_embedder", "build_retriever", "load_retriever", "node_dict", "retriever_context"]
+__all__ = ["DEFAULT_TEMPLATE", "POOLINGS", "check_template", "format_passages", "pool", "pooled_embeddings", "rag_prompt",
+           "build_embedder", "build_retriever", "load_retriever", "node_dict", "retriever_context"]
