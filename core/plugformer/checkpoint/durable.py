@@ -1,7 +1,10 @@
 """Making a written directory durable before it is renamed into place (fsync of files and directories)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -44,4 +47,43 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-__all__ = ["fsync_dir", "fsync_tree", "write_text_atomic"]
+def _previous(out: Path) -> Path:
+    return out.parent / f".old-{out.name}"
+
+
+def recover_directory(out: Path) -> None:
+    """Finish a :func:`replacing_directory` that a crash interrupted between its two renames: if ``out`` is
+    missing but its previous version is still set aside, put the previous version back (the last good state)."""
+    out, previous = Path(out), _previous(Path(out))
+    if not out.exists() and previous.is_dir():
+        os.replace(previous, out)
+        fsync_dir(out.parent)
+
+
+@contextlib.contextmanager
+def replacing_directory(out: str | Path) -> Iterator[Path]:
+    """``with replacing_directory(out) as tmp:`` write the new version of directory ``out`` into ``tmp``; when the
+    block completes, ``tmp`` is fsynced and swapped in (the old version is set aside, the new one renamed into
+    place, the old one removed). If the block fails, ``out`` is untouched; a crash during the swap leaves the old
+    version beside it, which :func:`recover_directory` restores. Indexes, which are updated in place, are written
+    this way; :func:`plugformer.checkpoint.new_directory` is the one for directories written once."""
+    out = Path(out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recover_directory(out)
+    tmp, previous = out.parent / f".tmp-{out.name}", _previous(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        shutil.rmtree(previous, ignore_errors=True)
+        if out.exists():
+            os.replace(out, previous)
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+__all__ = ["fsync_dir", "fsync_tree", "recover_directory", "replacing_directory", "write_text_atomic"]

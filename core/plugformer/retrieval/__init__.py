@@ -1,5 +1,6 @@
 """Retrieval-augmented generation's core: building embedders and retrievers from config (the plugin families are
 in :mod:`plugformer.interfaces.retrieval`), chunking documents, and the index directory that holds them."""
+from plugformer.retrieval.chunking import Chunker, Document, chunk_documents, read_documents
 from plugformer.retrieval.components import (
     build_embedder,
     build_retriever,
@@ -7,8 +8,11 @@ from plugformer.retrieval.components import (
     node_dict,
     retriever_context,
 )
+from plugformer.retrieval.index import Index, SearchResult, SyncReport
+from plugformer.retrieval.knowledge import PYDOC_TOPICS, pydoc_topics
 from plugformer.retrieval.pooling import POOLINGS, pool, pooled_embeddings
 from plugformer.retrieval.prompt import DEFAULT_TEMPLATE, check_template, format_passages, rag_prompt
 
-__all__ = ["DEFAULT_TEMPLATE", "POOLINGS", "check_template", "format_passages", "pool", "pooled_embeddings", "rag_prompt",
+__all__ = ["Chunker", "Document", "Index", "PYDOC_TOPICS", "SearchResult", "SyncReport", "chunk_documents",
+           "pydoc_topics", "read_documents", "DEFAULT_TEMPLATE", "POOLINGS", "check_template", "format_passages", "pool", "pooled_embeddings", "rag_prompt",
            "build_embedder", "build_retriever", "load_retriever", "node_dict", "retriever_context"]

@@ -54,7 +54,13 @@ def build_retriever(registries: Registries, node: str | Mapping[str, Any], dim: 
     """A new, empty retriever named by ``node`` for ``dim``-dimensional vectors (None: the index has no
     embedder, so only retrievers that do not use vectors can serve it)."""
     entry, config = _checked_config(registries, "retriever", node)
-    retriever = entry.load()(config, retriever_context(registries, dim))
+    try:
+        retriever = entry.load()(config, retriever_context(registries, dim))
+    except (TypeError, ValueError) as exc:
+        if dim is None:  # a dense retriever cannot even size itself without an embedder's dimension
+            raise ConfigError(f"retriever '{entry.name}' searches vectors: it needs an embedder (embedder=...); "
+                              f"{type(exc).__name__}: {exc}") from None
+        raise ConfigError(f"retriever '{entry.name}': {exc}") from None
     if retriever.uses_vectors and dim is None:
         raise ConfigError(f"retriever '{entry.name}' searches vectors: it needs an embedder (embedder=...)")
     return retriever
