@@ -174,6 +174,51 @@ def parse_keyvalues(command: str, args: Sequence[str], keys: Sequence[str], requ
     return values
 
 
+def component_nodes(command: str, args: Sequence[str], families: Sequence[str],
+                    defaults: dict[str, str | None] | None = None) -> tuple[list[str], dict[str, dict | None]]:
+    """Split ``args`` into the component choices of ``families`` and the rest (for :func:`parse_keyvalues`).
+
+    ``FAMILY=NAME`` picks an implementation and ``FAMILY.KEY=VALUE`` sets one of its options (the value read as
+    YAML: ``16`` is an int, ``[a, b]`` a list), as in a Hydra config: ``retriever=faiss retriever.index=hnsw``.
+    Returns ``(rest, {family: node or None})``; a family's node is ``{"name": ..., **options}`` with the name
+    from ``defaults`` when only options are given, ``None`` when neither (nor a default) is; ``FAMILY=none``
+    is None too. A repeated key or a malformed value is one line."""
+    import yaml
+
+    rest: list[str] = []
+    names: dict[str, str | None] = dict(defaults or {})
+    options: dict[str, dict] = {f: {} for f in families}
+    seen: set[str] = set()
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        family, dot, option = key.partition(".")
+        if not eq or family not in families or (dot and not option):
+            rest.append(arg)
+            continue
+        if key in seen:
+            raise PlugformerError(f"plugformer {command}: '{key}' given twice")
+        seen.add(key)
+        if not dot:
+            names[family] = None if value in ("none", "null", "") else value
+            continue
+        try:
+            options[family][option] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError as exc:
+            problem = str(exc).splitlines()[0]
+            raise PlugformerError(f"plugformer {command}: {key}={value!r} is not a valid value ({problem})") from None
+    nodes: dict[str, dict | None] = {}
+    for family in families:
+        name = names.get(family)
+        if name is None:
+            if options[family]:
+                raise PlugformerError(f"plugformer {command}: {family}.{next(iter(options[family]))} is set but no "
+                                      f"{family} is chosen; add {family}=NAME")
+            nodes[family] = None
+        else:
+            nodes[family] = {"name": name, **options[family]}
+    return rest, nodes
+
+
 def positive_int(command: str, values: dict[str, str], key: str) -> int | None:
     """``values[key]`` (from :func:`parse_keyvalues`) as a whole number >= 1, None when absent; anything else is
     a one-line error naming the command and the key."""
@@ -188,4 +233,5 @@ def positive_int(command: str, values: dict[str, str], key: str) -> int | None:
     return number
 
 
-__all__ = ["CORE_PROVIDER", "Command", "CommandFunction", "Commands", "parse_keyvalues", "positive_int"]
+__all__ = ["CORE_PROVIDER", "Command", "CommandFunction", "Commands", "component_nodes", "parse_keyvalues",
+           "positive_int"]

@@ -20,6 +20,7 @@ USAGE = """\
 usage: plugformer eval checkpoint=DIR [data=PATH|NAME] [split=val|train|all] [max_batches=N]
                        [batch_size=8] [seq_len=N] [device=auto] [precision=fp32] [adapter=DIR] [out=FILE.json]
        plugformer eval checkpoint=DIR tasks=NAME[,NAME...] [tasks_dir=DIR] [limit=N] [out=FILE.json]
+       plugformer eval retrieval queries=FILE.jsonl index=DIR [k=10]     (plugformer eval retrieval --help)
 
 Reports the mean next-token loss and perplexity of the checkpoint's model over consecutive windows of
 seq_len tokens (default: the checkpoint's data.seq_len). The text is, by default, the validation split
@@ -90,6 +91,10 @@ def run(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="", file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
+    if args[0] == "retrieval":
+        from plugformer.cli.eval_retrieval_command import run as run_retrieval
+
+        return run_retrieval(args[1:])
     values = parse_keyvalues("eval", args, KEYS, required=("checkpoint",))
     if "tasks" in values:
         return run_task_evaluation(args)

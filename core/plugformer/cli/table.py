@@ -30,7 +30,11 @@ CORE_COMMANDS: tuple[tuple[str, str, str], ...] = (
      "write a quantized checkpoint: checkpoint=DIR quantizer=int8|nf4|... out=DIR"),
     ("eval", "plugformer.cli.eval_command:run",
      "perplexity of a checkpoint: checkpoint=DIR [data=PATH|NAME] [split=val] [max_batches=N]; tasks=... "
-     "with an lm-eval command (plugformer_hf)"),
+     "with an lm-eval command (plugformer_hf); eval retrieval index=DIR queries=FILE: recall@k, MRR, latency"),
+    ("index", "plugformer.cli.index_command:run",
+     "index build [data.path=DIR] out=DIR [embedder=...] [retriever=...]; index query index=DIR query=TEXT [k=5]"),
+    ("rag", "plugformer.cli.rag_command:run",
+     "answer from retrieved passages: index=DIR checkpoint=DIR question=TEXT [k=4]"),
 )
 
 

@@ -13,6 +13,7 @@ from plugformer.retrieval.knowledge import PYDOC_TOPICS, pydoc_topics
 from plugformer.retrieval.pooling import POOLINGS, pool, pooled_embeddings
 from plugformer.retrieval.prompt import DEFAULT_TEMPLATE, check_template, format_passages, rag_prompt
 
-__all__ = ["Chunker", "Document", "Index", "PYDOC_TOPICS", "SearchResult", "SyncReport", "chunk_documents",
-           "pydoc_topics", "read_documents", "DEFAULT_TEMPLATE", "POOLINGS", "check_template", "format_passages", "pool", "pooled_embeddings", "rag_prompt",
-           "build_embedder", "build_retriever", "load_retriever", "node_dict", "retriever_context"]
+__all__ = ["DEFAULT_TEMPLATE", "POOLINGS", "PYDOC_TOPICS", "Chunker", "Document", "Index", "SearchResult", "SyncReport",
+           "build_embedder", "build_retriever", "check_template", "chunk_documents", "format_passages",
+           "load_retriever", "node_dict", "pool", "pooled_embeddings", "pydoc_topics", "rag_prompt", "read_documents",
+           "retriever_context"]
