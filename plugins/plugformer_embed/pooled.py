@@ -1,11 +1,12 @@
 """The ``pooled`` embedder: any plugformer checkpoint as a bi-encoder.
 
-A text is tokenized with the checkpoint's own tokenizer (its role's instruction prefix first, then cut to
-``max_tokens`` tokens, no special tokens added), right-padded into a batch with a padding mask, and run through
-the model; :func:`plugformer.retrieval.pooled_embeddings` (the one pooling definition, shared with the
-``contrastive`` objective) pools the final hidden states into unit vectors. Padding is masked out of attention,
-so a text's vector does not depend on the rest of its batch; a checkpoint whose attention backend cannot mask
-padding is run one text at a time instead.
+A text is tokenized with the checkpoint's own tokenizer: its role's instruction prefix first, then cut to
+``max_tokens`` tokens, no special tokens added, as the ``contrastive`` objective's training data is. The texts
+are right-padded into a batch with a padding mask and run through the model;
+:func:`plugformer.retrieval.pooled_embeddings` (the one pooling definition, shared with the ``contrastive``
+objective) pools the final hidden states into unit vectors. Padding is masked out of attention, so a text's
+vector does not depend on the rest of its batch; a checkpoint whose attention backend cannot mask padding is
+run one text at a time instead.
 """
 from __future__ import annotations
 
@@ -49,6 +50,21 @@ def choose_pooling(requested: str | None, recorded: str | None) -> str:
     return pooling
 
 
+def choose_max_tokens(requested: int | None, config: Any, where: Path) -> int:
+    """How many tokens of a text the model reads: ``requested``, else the length the checkpoint was trained on
+    (its ``data.seq_len``: a contrastive run cuts texts there, a language model never saw later positions), never
+    more than the model's ``max_seq_len`` (one line if ``requested`` is)."""
+    max_seq_len = int(config.model.max_seq_len)
+    if requested is not None:
+        if requested > max_seq_len:
+            raise ConfigError(f"embedder '{NAME}': max_tokens={requested} is more than the model's "
+                              f"max_seq_len={max_seq_len} ({where})")
+        return int(requested)
+    data = config.get("data")
+    trained = data.get("seq_len") if hasattr(data, "get") else None
+    return min(int(trained), max_seq_len) if isinstance(trained, int) and trained > 0 else max_seq_len
+
+
 def _masks_padding(model_config: Any, registries: Any) -> bool:
     """True when every attention backend of the model declares ``padding_mask`` (padded batches are exact)."""
     from plugformer.model import model_components
@@ -80,11 +96,7 @@ class PooledEmbedder(Embedder):
         loaded = load_model_for_inference(path, registries, device=config.device)
         self.model, self.tokenizer, self.device = loaded.model, loaded.tokenizer, loaded.device
         self.pooling = choose_pooling(config.pooling, recorded_pooling(loaded.config))
-        max_seq_len = int(loaded.config.model.max_seq_len)
-        if config.max_tokens is not None and config.max_tokens > max_seq_len:
-            raise ConfigError(f"embedder '{NAME}': max_tokens={config.max_tokens} is more than the model's "
-                              f"max_seq_len={max_seq_len} ({path})")
-        self.max_tokens = int(config.max_tokens or max_seq_len)
+        self.max_tokens = choose_max_tokens(config.max_tokens, loaded.config, path)
         self.prefixes = {"query": config.query_prefix, "passage": config.passage_prefix}
         self._dim = int(loaded.config.model.d_model)
         self._pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else self.tokenizer.eos_id
@@ -136,4 +148,4 @@ class PooledEmbedder(Embedder):
         return out
 
 
-__all__ = ["DEFAULT_POOLING", "NAME", "PooledEmbedder", "choose_pooling", "recorded_pooling"]
+__all__ = ["DEFAULT_POOLING", "NAME", "PooledEmbedder", "choose_max_tokens", "choose_pooling", "recorded_pooling"]

@@ -16,7 +16,8 @@ class PooledConfig:
     pooling: Optional[str] = None
     # texts per forward pass
     batch_size: int = bounded(32, ge=1, le=65536)
-    # tokens kept from the start of each text (prefix included); None: the model's max_seq_len
+    # tokens kept from the start of each text (prefix included); None: the length the checkpoint was trained on
+    # (its data.seq_len), at most the model's max_seq_len
     max_tokens: Optional[int] = bounded(None, ge=1)
     # auto (cuda when visible) | cpu | cuda | cuda:N
     device: str = "auto"

@@ -55,12 +55,25 @@ def one_line_error(error: pytest.ExceptionInfo) -> str:
 
 def test_a_saved_checkpoint_embeds_texts_as_unit_vectors_independent_of_the_batch(checkpoints):
     embedder = pooled(checkpoints["plain"], batch_size=2)
-    assert embedder.dim == 32 and embedder.pooling == "mean" and embedder.max_tokens == 64
+    assert embedder.dim == 32 and embedder.pooling == "mean"
+    assert embedder.max_tokens == 16  # the kit model's data.seq_len: the longest text it was trained on
     together = embedder.embed(TEXTS)
     unit_rows(together, len(TEXTS), 32)
     for i, text in enumerate(TEXTS):
         np.testing.assert_allclose(embedder.embed([text])[0], together[i], atol=1e-5)
     np.testing.assert_allclose(embedder.embed_all(TEXTS * 3, progress=True), np.concatenate([together] * 3), atol=1e-5)
+
+
+def test_a_model_whose_attention_cannot_mask_padding_embeds_one_text_at_a_time(checkpoints, monkeypatch):
+    import plugformer_embed.pooled
+
+    batched = pooled(checkpoints["plain"]).embed(TEXTS)
+    monkeypatch.setattr(plugformer_embed.pooled, "_masks_padding", lambda config, registries: False)
+    embedder = pooled(checkpoints["plain"])
+    rows: list[int] = []
+    embedder.model.tok_emb.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    np.testing.assert_allclose(embedder.embed(TEXTS), batched, atol=1e-5)
+    assert rows == [1] * len(TEXTS)
 
 
 def test_the_identity_is_the_checkpoints_content_not_its_path(checkpoints, tmp_path):
@@ -98,7 +111,7 @@ def test_a_contrastively_trained_checkpoint_embeds_with_the_pooling_it_was_train
 def test_long_texts_are_cut_to_max_tokens(checkpoints):
     embedder = pooled(checkpoints["plain"], max_tokens=8)
     np.testing.assert_allclose(embedder.embed(["abcdefghijklmnop"]), embedder.embed(["abcdefgh"]), atol=1e-6)
-    longest = pooled(checkpoints["plain"]).embed(["z" * 500])  # past the model's 64 positions: cut, not an error
+    longest = pooled(checkpoints["plain"], max_tokens=64).embed(["z" * 500])  # past the model's 64 positions: cut
     unit_rows(longest, 1, 32)
 
 
