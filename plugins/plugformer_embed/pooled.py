@@ -91,6 +91,8 @@ class PooledEmbedder(Embedder):
                               "directory such as runs/emb/checkpoints/last, or a run directory)")
         if not resolve_checkpoint(config.checkpoint).exists():
             raise ConfigError(f"embedder '{NAME}': checkpoint {config.checkpoint} does not exist")
+        if config.pooling is not None:
+            choose_pooling(config.pooling, None)  # a bad choice fails before the model loads
         path = check_checkpoint_dir(config.checkpoint)
         registries = get_registries()
         loaded = load_model_for_inference(path, registries, device=config.device)
