@@ -73,6 +73,12 @@ class FaissRetriever(Retriever):
         return self.config.index == "flat"
 
     @property
+    def tombstones(self) -> int:
+        """Deleted hnsw vectors still in the graph: every search excludes them, and the graph is rebuilt without
+        them once they outnumber the live ones."""
+        return len(self._tombstones)
+
+    @property
     def vectors_to_train(self) -> int:
         """How many vectors the first add must hold (0: the index needs no training)."""
         if self.config.index == "ivf":
