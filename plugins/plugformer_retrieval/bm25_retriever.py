@@ -3,8 +3,10 @@
 bm25s indexes a fixed corpus (its scores bake in each word's document frequency), so the retriever keeps every
 chunk's tokens and re-indexes the whole corpus after adds or deletes, once, at the next search or save: linear in
 the corpus (about 1 s per 1000 chunks of 150 words on a busy 2-core machine), fine for the knowledge bases this
-project builds, and the scores always reflect the current corpus. Saved as bm25s's own files (numpy arrays without pickle, JSON vocabulary and parameters) in ``bm25s/``,
-plus ``corpus.json`` (ids and tokens) so a loaded index can still grow and shrink.
+project builds, and the scores always reflect the current corpus.
+
+Saved as bm25s's own files (numpy arrays without pickle, JSON vocabulary and parameters) in ``bm25s/``, plus
+``corpus.json`` (ids and tokens) so a loaded index can still grow and shrink.
 
 Hits are the chunks sharing at least one word with the query, best first: a chunk without a query word is never
 returned, so ``hybrid`` does not fuse in arbitrary zero-score chunks.
@@ -18,8 +20,8 @@ from typing import Any
 import bm25s
 import numpy as np
 
-from plugformer.errors import PlugformerError
-from plugformer.interfaces.retrieval import Chunk, Hit, Retriever, RetrieverContext, check_k, check_search_options
+from plugformer import PlugformerError
+from plugformer.interfaces import Chunk, Hit, Retriever, RetrieverContext, check_k, check_search_options
 from plugformer_retrieval.chunk_ids import check_new_ids
 from plugformer_retrieval.lexical_tokens import tokenize_all
 from plugformer_retrieval.schemas import BM25Config
