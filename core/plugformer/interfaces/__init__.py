@@ -44,6 +44,8 @@ from plugformer.interfaces.retrieval import (
     Hit,
     Retriever,
     RetrieverContext,
+    check_k,
+    check_search_options,
     check_vectors,
     normalize_rows,
     reciprocal_rank_fusion,
@@ -62,5 +64,5 @@ __all__ = [
     "Guide", "GuideMatcher", "GuideSpec", "Vocabulary", "bitmask_words", "build_guide", "mask_logits",
     "new_bitmask", "pack_allowed", "unpack_bitmask", "check_no_decay", "param_groups", "param_kinds", "resolve_device",
     "ROLES", "Role", "Chunk", "Embedder", "Hit", "Retriever", "RetrieverContext", "check_vectors", "normalize_rows",
-    "reciprocal_rank_fusion",
+    "reciprocal_rank_fusion", "check_k", "check_search_options",
 ]
