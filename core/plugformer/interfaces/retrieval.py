@@ -204,6 +204,13 @@ class Retriever(ABC):
         return True
 
     @property
+    def exact(self) -> bool:
+        """True when :meth:`search` returns the true ``k`` nearest neighbours by inner product (a flat index).
+        The entry's ``exact`` capability says it for every configuration; this says it for this one
+        (``faiss`` with ``index=flat``), and the conformance kit holds an exact instance to it."""
+        return False
+
+    @property
     def uses_text(self) -> bool:
         """True when :meth:`add` and :meth:`search` read the texts (a lexical index)."""
         return False
