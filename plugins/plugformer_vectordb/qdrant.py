@@ -20,6 +20,7 @@ import re
 import shutil
 import tempfile
 import uuid
+import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -92,6 +93,8 @@ class QdrantRetriever(Retriever):
         self._client, scratch = self._connect()
         self._finalizer = weakref.finalize(self, _release, self._client, scratch)
         with self._server_errors("opening the collection"):
+            if not _embedded(config):
+                self._check_server()
             if _existing:
                 self._check_existing()
             else:
@@ -114,7 +117,25 @@ class QdrantRetriever(Retriever):
                     from None
             return QdrantClient(path=str(scratch)), scratch
         key = config.api_key or os.environ.get(API_KEY_ENV) or None
-        return QdrantClient(url=config.url, api_key=key, timeout=config.timeout), None
+        # the versions are compared in _check_server, in this thread: qdrant-client's own check runs in a
+        # background thread and only warns when the server does not answer
+        return QdrantClient(url=config.url, api_key=key, timeout=config.timeout, check_compatibility=False), None
+
+    def _check_server(self) -> None:
+        """Ask the server for its version (a server that does not answer is one error line, here) and warn when
+        qdrant-client's compatibility rule says it is too far from the installed client."""
+        version = self._client.info().version
+        try:
+            from importlib.metadata import version as installed_version
+
+            from qdrant_client.common.version_check import is_compatible
+        except ImportError:  # an older qdrant-client without the rule
+            return
+        client = installed_version("qdrant-client")
+        if not is_compatible(client, version):
+            warnings.warn(f"qdrant server {self.config.url} runs Qdrant {version}, which qdrant-client {client} may "
+                          "not speak to correctly (major versions should match, minor ones differ by at most 1)",
+                          UserWarning, stacklevel=3)
 
     @contextlib.contextmanager
     def _server_errors(self, doing: str) -> Iterator[None]:
