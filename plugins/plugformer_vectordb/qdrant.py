@@ -119,7 +119,11 @@ class QdrantRetriever(Retriever):
         key = config.api_key or os.environ.get(API_KEY_ENV) or None
         # the versions are compared in _check_server, in this thread: qdrant-client's own check runs in a
         # background thread and only warns when the server does not answer
-        return QdrantClient(url=config.url, api_key=key, timeout=config.timeout, check_compatibility=False), None
+        try:
+            return QdrantClient(url=config.url, api_key=key, timeout=config.timeout, check_compatibility=False), None
+        except ValueError as error:  # a malformed address (urllib3's parse errors are ValueErrors too)
+            raise ConfigError(f"retriever.url={config.url!r} is not a Qdrant server address "
+                              f"(http[s]://host:port): {error}") from None
 
     def _check_server(self) -> None:
         """Ask the server for its version (a server that does not answer is one error line, here) and warn when
@@ -231,7 +235,8 @@ class QdrantRetriever(Retriever):
 
         k = check_k(k)
         check_search_options(self, options)
-        vectors = check_vectors(vectors, len(texts), self.dim, "qdrant: query vectors")
+        rows = len(texts) if texts is not None else len(vectors) if vectors is not None else 0
+        vectors = check_vectors(vectors, rows, self.dim, "qdrant: query vectors")
         params = self._search_params(options)
         hits: list[list[Hit]] = []
         with self._server_errors("searching"):

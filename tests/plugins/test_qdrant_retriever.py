@@ -142,6 +142,8 @@ def test_search_options_and_config_mistakes_are_one_line(registries):
         build_retriever(registries, {"name": "qdrant", "location": "local"}, DIM)
     with pytest.raises(ConfigError, match="location=url needs retriever.url"):
         build_retriever(registries, {"name": "qdrant", "location": "url"}, DIM)
+    with pytest.raises(ConfigError, match=r"retriever.url='ftp://x:1' is not a Qdrant server address \(http"):
+        build_retriever(registries, {"name": "qdrant", "location": "url", "url": "ftp://x:1"}, DIM)
     with pytest.raises(ConfigError, match="collection='a b'"):
         build_retriever(registries, {"name": "qdrant", "collection": "a b"}, DIM)
     with pytest.raises(ConfigError, match="needs an embedder"):
