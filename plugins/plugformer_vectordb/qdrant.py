@@ -56,6 +56,15 @@ def point_id(chunk_id: str) -> str:
     return str(uuid.uuid5(CHUNK_NAMESPACE, chunk_id))
 
 
+def _chunk_id(point: Any) -> str:
+    """The chunk id a point carries, or one line saying the collection holds a point plugformer did not write."""
+    chunk_id = (point.payload or {}).get(CHUNK_ID)
+    if not isinstance(chunk_id, str):
+        raise PlugformerError(f"qdrant: point {point.id} has no {CHUNK_ID!r} payload (a collection written by "
+                              "something else?)")
+    return chunk_id
+
+
 def _embedded(config: QdrantConfig) -> bool:
     return config.location in ("memory", "local")
 
@@ -244,7 +253,7 @@ class QdrantRetriever(Retriever):
                 requests = [models.QueryRequest(query=row.tolist(), limit=k, with_payload=[CHUNK_ID], params=params)
                             for row in vectors[start:start + _REQUEST_ROWS]]
                 for response in self._client.query_batch_points(self.collection, requests=requests):
-                    hits.append([Hit(point.payload[CHUNK_ID], float(point.score)) for point in response.points])
+                    hits.append([Hit(_chunk_id(point), float(point.score)) for point in response.points])
         return hits
 
     def _search_params(self, options: dict[str, Any]) -> Any:
@@ -268,7 +277,7 @@ class QdrantRetriever(Retriever):
                 records, offset = self._client.scroll(self.collection, limit=_REQUEST_ROWS, offset=offset,
                                                       with_payload=[CHUNK_ID], with_vectors=False)
             for record in records:
-                yield record.payload[CHUNK_ID]
+                yield _chunk_id(record)
             if offset is None:
                 return
 
@@ -286,7 +295,7 @@ class QdrantRetriever(Retriever):
                 records, offset = self._client.scroll(self.collection, limit=_REQUEST_ROWS, offset=offset,
                                                       with_payload=[CHUNK_ID], with_vectors=True)
                 for record in records:
-                    ids.append(record.payload[CHUNK_ID])
+                    ids.append(_chunk_id(record))
                     rows.append(record.vector)
                 if offset is None:
                     break
