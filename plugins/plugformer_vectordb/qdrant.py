@@ -192,10 +192,9 @@ class QdrantRetriever(Retriever):
         chunks = list(chunks)
         vectors = check_vectors(vectors, len(chunks), self.dim, "qdrant: vectors")
         ids = [chunk.id for chunk in chunks]
-        seen: set[str] = set()
-        repeated = [i for i in ids if i in seen or seen.add(i)]
-        if repeated:
-            raise PlugformerError(f"qdrant: chunk id {repeated[0]!r} appears twice in one add")
+        if len(set(ids)) != len(ids):
+            repeated = next(i for n, i in enumerate(ids) if i in ids[:n])
+            raise PlugformerError(f"qdrant: chunk id {repeated!r} appears twice in one add")
         present = self._present(ids)
         if present:
             shown = ", ".join(repr(i) for i in sorted(present)[:5]) + (", ..." if len(present) > 5 else "")
