@@ -44,7 +44,7 @@ def test_the_wheel_holds_the_framework_plugins_and_configs(wheel_site):
     assert (wheel_site / "plugformer" / "conf" / "attention" / "sdpa.yaml").is_file()
     for pkg in ("plugformer_attention", "plugformer_position", "plugformer_layers", "plugformer_text",
                 "plugformer_training", "plugformer_parallel", "plugformer_guide", "plugformer_serve",
-                "plugformer_embed", "plugformer_retrieval"):
+                "plugformer_embed", "plugformer_retrieval", "plugformer_vectordb"):
         assert (wheel_site / pkg / "__init__.py").is_file(), pkg
     assert not (wheel_site / "core").exists() and not (wheel_site / "plugins").exists()
 
