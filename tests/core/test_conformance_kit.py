@@ -21,7 +21,7 @@ from plugformer.plugins import ENV_ALLOW, ENV_BLOCK, ENV_DISABLE_AUTOLOAD, ENV_S
 from plugformer.registry import Entry
 
 BUILTIN_FAMILIES = ("attention", "position", "tokenizer", "norm", "mlp", "optimizer", "scheduler", "objective",
-                    "data", "guide", "server")
+                    "data", "guide", "server", "embedder")
 
 
 def run_pytest(cwd: Path, *args: str, site: Path | None = None) -> subprocess.CompletedProcess[str]:

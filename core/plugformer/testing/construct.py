@@ -50,10 +50,48 @@ def _sample_text_dir() -> dict[str, Any]:
     return {"path": str(directory)}
 
 
+def _byte_registered() -> bool:
+    return "byte" in registries().tokenizer
+
+
+#: the kit's checkpoint model: one block of 4 heads over bytes (a few thousand weights, written in a blink)
+TINY_CHECKPOINT_OVERRIDES = ("tokenizer=byte", "model.n_layers=1", "model.d_model=32", "model.n_heads=4",
+                             "model.max_seq_len=64", "data.seq_len=16")
+
+
+def tiny_checkpoint(out: str | Path, *overrides: str, seed: int = 0, records: dict[str, Any] | None = None) -> Path:
+    """A random tiny model (:data:`TINY_CHECKPOINT_OVERRIDES` plus train-config ``overrides``) written as a
+    checkpoint into ``out`` by the core's checkpoint writer, for components that load one (``embedder:
+    pooled``). ``records``: config keys set in the saved config as a finished run records them (e.g.
+    ``{"objective": {"name": "clm", "pooling": "last"}}``). The global torch RNG is left as it was."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from plugformer.checkpoint import write_model_checkpoint
+    from plugformer.config import compose_checked, prepare
+    from plugformer.model import build_model
+
+    host = prepare()
+    cfg = compose_checked("train", [*TINY_CHECKPOINT_OVERRIDES, *overrides], host)
+    tokenizer = fitted_tokenizer(host.registries.tokenizer.get(cfg.tokenizer.name))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(cfg, host.registries, tokenizer.vocab_size)
+    config = OmegaConf.merge(OmegaConf.to_container(cfg, resolve=True), records or {})  # plain: records add keys
+    return write_model_checkpoint(out, config, model.state_dict(), tokenizer=tokenizer)
+
+
+def _kit_checkpoint() -> dict[str, Any]:
+    """A tiny checkpoint for ``embedder: pooled``, with instruction prefixes so its ``roles`` claim is tested."""
+    directory = Path(tempfile.mkdtemp(prefix="plugformer-kit-pooled-")) / "checkpoint"
+    return {"checkpoint": str(tiny_checkpoint(directory)), "query_prefix": "query: ", "passage_prefix": "passage: "}
+
+
 #: (family, name) → (can it supply them here?, values for required schema fields the kit supplies itself)
 CONFIG_PROVIDERS: dict[tuple[str, str], tuple[Callable[[], bool], Callable[[], dict[str, Any]]]] = {
     ("tokenizer", "hf"): (_bpe_registered, _fitted_bpe_dir),
     ("data", "text"): (lambda: True, _sample_text_dir),
+    ("embedder", "pooled"): (_byte_registered, _kit_checkpoint),
 }
 
 

@@ -27,6 +27,8 @@ FAMILY_MODULES: dict[str, str] = {
     "objective": "test_objective_contract.py",
     "data": "test_data_contract.py",
     "guide": "test_guide_contract.py",
+    "embedder": "test_embedder_contract.py",
+    "retriever": "test_retriever_contract.py",
 }
 SCHEMA_MODULE = "test_schema_contract.py"
 MARKER = "plugformer_contract"
