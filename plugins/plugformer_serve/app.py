@@ -41,7 +41,7 @@ from plugformer.engine import (
     SamplingParams,
 )
 from plugformer_serve.chat import render_chat
-from plugformer_serve.embeddings import EmbeddingService
+from plugformer_serve.embeddings import EmbeddingService, embedding_model_name
 from plugformer_serve.metrics import ServerMetrics
 from plugformer_serve.protocol import (
     APIError,
@@ -184,7 +184,8 @@ def create_app(engine: Engine, config: OpenAIServerConfig, *, chat_template: Any
     if retrieval is not None and (retrieval.embedder is not None or retrieval.index is not None):
         workers = BoundedWorkers(config.embedding_workers, config.embedding_max_waiting)
         if retrieval.embedder is not None:
-            name = config.embedding_model or retrieval.embedder_name or "embedder"
+            name = embedding_model_name(config.embedding_model, retrieval.embedder_name,
+                                        [config.model_name, *adapters])
             state.embeddings = EmbeddingService(retrieval.embedder, name, config, workers, metrics)
         if retrieval.index is not None:
             state.rag = RagChat(retrieval, workers, metrics)

@@ -165,6 +165,7 @@ def load_retrieval(settings: dict[str, Any], server: Any, registries: Any) -> An
     embedder nor an index), loaded before the model so a bad index or embedder fails first."""
     import inspect
 
+    from plugformer_serve.embeddings import embedding_model_name
     from plugformer_serve.served_retrieval import load_served_retrieval
 
     rag = settings["rag"]
@@ -173,9 +174,13 @@ def load_retrieval(settings: dict[str, Any], server: Any, registries: Any) -> An
     if "retrieval" not in inspect.signature(server.serve).parameters:
         raise ConfigError(f"plugformer serve: server.name={settings['server']['name']!r} does not serve embeddings "
                           "or retrieval-augmented chat (embedder=, rag.index=); use server.name=openai")
-    return load_served_retrieval(registries, settings["embedder"], rag["index"] if rag else None,
-                                 k=rag["k"] if rag else 4, search_options=settings["search"],
-                                 **({"template": rag["template"]} if rag else {}))
+    retrieval = load_served_retrieval(registries, settings["embedder"], rag["index"] if rag else None,
+                                      k=rag["k"] if rag else 4, search_options=settings["search"],
+                                      **({"template": rag["template"]} if rag else {}))
+    if retrieval is not None and retrieval.embedder is not None:
+        embedding_model_name(settings["server"].get("embedding_model"), retrieval.embedder_name,
+                             [settings["server"].get("model_name", "default"), *settings["adapters"]])
+    return retrieval
 
 
 def run(args: list[str]) -> int:

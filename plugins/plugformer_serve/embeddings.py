@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from plugformer import PlugformerError
+from plugformer import ConfigError, PlugformerError
 from plugformer.interfaces.retrieval import ROLES
 from plugformer_serve.protocol import APIError, _int, _token_ids, _type_name, bad, model_of
 
@@ -80,6 +80,18 @@ def embedding_request(body: Mapping[str, Any], *, default_model: str, max_inputs
     return EmbeddingRequest(model_of(body, default_model), texts, encoding, _int(body, "dimensions", 1), role)
 
 
+def embedding_model_name(configured: str | None, embedder_name: str | None, taken: Sequence[str]) -> str:
+    """The name the embedder is served under: ``server.embedding_model``, else the embedder's registered name. It
+    must differ from the generation models' names (``taken``: the base model and the adapters), so ``model``
+    says which API a name belongs to; else one line."""
+    name = configured or embedder_name or "embedder"
+    if name in taken:
+        how = "choose another" if configured else "name it"
+        raise ConfigError(f"plugformer serve: the embedding model would be served as {name!r}, which already names a "
+                          f"generation model ({', '.join(taken)}); {how} with server.embedding_model=NAME")
+    return name
+
+
 def encode_vector(row: np.ndarray, encoding_format: str) -> list[float] | str:
     """One vector as OpenAI writes it: a list of floats, or base64 of its little-endian float32 bytes."""
     import numpy as np
@@ -143,5 +155,5 @@ class EmbeddingService:
         return embedding_response(request, vectors, tokens)
 
 
-__all__ = ["ENCODING_FORMATS", "EmbeddingRequest", "EmbeddingService", "count_tokens", "embedding_request",
-           "embedding_response", "encode_vector"]
+__all__ = ["ENCODING_FORMATS", "EmbeddingRequest", "EmbeddingService", "count_tokens", "embedding_model_name",
+           "embedding_request", "embedding_response", "encode_vector"]

@@ -446,6 +446,27 @@ def test_the_index_brings_its_own_embedder_and_a_different_one_is_refused(regist
     assert load_served_retrieval(registries, None, None) is None
 
 
+def test_the_embedding_model_may_not_take_a_generation_models_name(engine):
+    with pytest.raises(PlugformerError, match="server.embedding_model"):
+        create_app(engine, OpenAIServerConfig(embedding_model="default"),
+                   retrieval=ServedRetrieval(HashEmbedder(HashConfig()), "hash"))
+
+
+def test_a_lexical_index_serves_embeddings_only_from_an_embedder_given_beside_it(builtin_host, tmp_path):
+    _first_party("retriever", "bm25", builtin_host)
+    _first_party("embedder", "wordllama", builtin_host)
+    registries = builtin_host.registries
+    index = Index.create(registries, retriever="bm25")
+    index.add([Chunk(f"{name}#0", text, {"source": f"{name}.md"}) for name, text in FACTS.items()])
+    index.save(tmp_path / "idx")
+    alone = load_served_retrieval(registries, None, tmp_path / "idx")
+    assert alone.embedder is None and alone.index.search(["X200 drill"], 1)[0][0].chunk.id == "x200#0"
+    beside = load_served_retrieval(registries, {"name": "wordllama", "dim": 64}, tmp_path / "idx")
+    assert beside.embedder.dim == 64 and beside.embedder_name == "wordllama" and beside.index.embedder is None
+    with pytest.raises(PlugformerError, match="lexical"):
+        load_served_retrieval(registries, {"name": "recorded", "device": "cpu"}, tmp_path / "idx")
+
+
 # ---- a real server process and the openai client (needs the first-party embedder and retriever plugins) ----
 
 def _first_party(family: str, name: str, builtin_host) -> None:
