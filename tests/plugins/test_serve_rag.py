@@ -482,60 +482,77 @@ def served_checkpoint(tmp_path_factory, tiny_config, builtin_host) -> Path:
     return write_tiny_checkpoint(tiny_config, builtin_host.registries, tmp_path_factory.mktemp("rag-serve") / "ckpt")
 
 
-@pytest.mark.slow
-def test_the_openai_client_embeds_with_wordllama_on_a_real_server(served_checkpoint, builtin_host, tmp_path):
+def test_a_pooled_checkpoint_embeds_and_counts_its_own_tokens(engine, served_checkpoint, builtin_host):
+    _first_party("embedder", "pooled", builtin_host)
+    from plugformer.retrieval import build_embedder
+
+    pooled = build_embedder(builtin_host.registries, {"name": "pooled", "checkpoint": str(served_checkpoint),
+                                                      "device": "cpu"})
+    texts = ["def main():", "import os"]
+    out = call(engine, ServedRetrieval(pooled, "pooled"), post("/v1/embeddings", {"model": "pooled", "input": texts}))
+    assert out.status_code == 200, out.text
+    vectors = np.array([d["embedding"] for d in out.json()["data"]], dtype=np.float32)
+    assert np.allclose(vectors, pooled.embed_all(texts), atol=1e-6)
+    assert out.json()["usage"]["prompt_tokens"] == len("def main():") + len("import os")  # byte tokenizer
+
+
+@pytest.fixture(scope="module")
+def rag_server(served_checkpoint, builtin_host, tmp_path_factory):
+    """``plugformer serve checkpoint=C rag.index=idx/ rag.k=2`` on an index of the facts built with ``wordllama``
+    (64 dimensions) and ``faiss``: the index's embedder is served on ``/v1/embeddings`` too."""
+    _first_party("embedder", "wordllama", builtin_host)
+    _first_party("retriever", "faiss", builtin_host)
+    from plugformer.retrieval import Chunker, read_documents
+
+    root = tmp_path_factory.mktemp("rag-kb")
+    (root / "kb").mkdir()
+    for name, text in FACTS.items():
+        (root / "kb" / f"{name}.md").write_text(text)
+    index = Index.create(builtin_host.registries, retriever="faiss", embedder={"name": "wordllama", "dim": 64})
+    index.sync(read_documents(root / "kb"), Chunker())
+    index.save(root / "idx")  # what plugformer index build data.path=kb/ embedder=wordllama ... writes
+    proc = ServerProcess(served_checkpoint, f"rag.index={root / 'idx'}", "rag.k=2", log=root / "server.log")
+    yield proc
+    proc.stop()
+
+
+def openai_client(server):
     import openai
 
-    _first_party("embedder", "wordllama", builtin_host)
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=60)
+
+
+@pytest.mark.slow
+def test_the_openai_client_embeds_with_the_served_embedder(rag_server, builtin_host):
+    import openai
+
     from plugformer.retrieval import build_embedder
 
     texts = ["How do I open a file?", "list comprehension"]
     expected = build_embedder(builtin_host.registries, {"name": "wordllama", "dim": 64}).embed_all(texts)
-    proc = ServerProcess(served_checkpoint, "embedder=wordllama", "embedder.dim=64", log=tmp_path / "emb.log")
-    try:
-        client = openai.OpenAI(base_url=f"{proc.url}/v1", api_key="x", max_retries=0, timeout=60)
-        assert [m.id for m in client.models.list().data] == ["default", "wordllama"]
-        packed = client.embeddings.create(model="wordllama", input=texts)  # the client asks for base64 by default
-        floats = client.embeddings.create(model="wordllama", input=texts, encoding_format="float")
-        for out in (packed, floats):
-            assert [d.index for d in out.data] == [0, 1]
-            assert np.allclose(np.array([d.embedding for d in out.data], dtype=np.float32), expected, atol=1e-6)
-        assert packed.usage.prompt_tokens == sum(len(t.split()) for t in texts)
-        with pytest.raises(openai.BadRequestError, match="dimensions"):
-            client.embeddings.create(model="wordllama", input="x", dimensions=32)
-        assert proc.metric("plugformer_embedding_requests_total") == 2
-    finally:
-        proc.stop()
+    client = openai_client(rag_server)
+    assert [m.id for m in client.models.list().data] == ["default", "wordllama"]
+    packed = client.embeddings.create(model="wordllama", input=texts)  # the client asks for base64 by default
+    floats = client.embeddings.create(model="wordllama", input=texts, encoding_format="float")
+    for out in (packed, floats):
+        assert [d.index for d in out.data] == [0, 1]
+        assert np.allclose(np.array([d.embedding for d in out.data], dtype=np.float32), expected, atol=1e-6)
+    assert packed.usage.prompt_tokens == sum(len(t.split()) for t in texts)  # wordllama: words
+    with pytest.raises(openai.BadRequestError, match="dimensions"):
+        client.embeddings.create(model="wordllama", input="x", dimensions=32)
+    assert rag_server.metric("plugformer_embedding_requests_total") == 2
 
 
 @pytest.mark.slow
-def test_a_server_started_on_an_index_answers_chat_from_its_passages(served_checkpoint, builtin_host, tmp_path):
-    import openai
-
-    _first_party("embedder", "wordllama", builtin_host)
-    _first_party("retriever", "faiss", builtin_host)
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    for name, text in FACTS.items():
-        (kb / f"{name}.md").write_text(text)
-    import subprocess
-
-    subprocess.run([sys.executable, "-m", "plugformer", "index", "build", f"data.path={kb}", f"out={tmp_path / 'idx'}",
-                    "embedder=wordllama", "embedder.dim=64", "retriever=faiss"], check=True, capture_output=True,
-                   text=True, timeout=300)
-    proc = ServerProcess(served_checkpoint, f"rag.index={tmp_path / 'idx'}", "rag.k=2", log=tmp_path / "rag.log")
-    try:
-        client = openai.OpenAI(base_url=f"{proc.url}/v1", api_key="x", max_retries=0, timeout=60)
-        out = client.chat.completions.create(model="default", max_tokens=8, temperature=0,
-                                             messages=[{"role": "user", "content": "What does the X200 drill weigh?"}])
-        passages = out.model_extra["plugformer"]["passages"]
-        assert len(passages) == 2 and passages[0]["id"] == "x200.md#0" and passages[0]["source"] == "x200.md"
-        assert out.choices[0].message.content is not None and out.usage.prompt_tokens > 0
-        stream = list(client.chat.completions.create(model="default", max_tokens=4, temperature=0, stream=True,
-                                                     messages=[{"role": "user", "content": "green tea"}],
-                                                     extra_body={"rag_k": 1}))
-        assert [p["id"] for p in stream[0].model_extra["plugformer"]["passages"]] == ["tea.md#0"]
-        embedded = client.embeddings.create(model="wordllama", input="tea")  # the index's embedder, served too
-        assert len(embedded.data[0].embedding) == 64
-    finally:
-        proc.stop()
+def test_a_server_started_on_an_index_answers_chat_from_its_passages(rag_server):
+    client = openai_client(rag_server)
+    out = client.chat.completions.create(model="default", max_tokens=8, temperature=0,
+                                         messages=[{"role": "user", "content": "What does the X200 drill weigh?"}])
+    passages = out.model_extra["plugformer"]["passages"]
+    assert len(passages) == 2 and passages[0]["id"] == "x200.md#0" and passages[0]["source"] == "x200.md"
+    assert out.choices[0].message.content is not None and out.usage.prompt_tokens > 0
+    stream = list(client.chat.completions.create(model="default", max_tokens=4, temperature=0, stream=True,
+                                                 messages=[{"role": "user", "content": "green tea"}],
+                                                 extra_body={"rag_k": 1}))
+    assert [p["id"] for p in stream[0].model_extra["plugformer"]["passages"]] == ["tea.md#0"]
+    assert rag_server.metric("plugformer_retrieval_latency_seconds_count") == 2
