@@ -20,7 +20,7 @@ def plugformer_register(registries):
     registries.retriever.register(
         "bm25", "plugformer_retrieval.bm25_retriever:BM25Retriever",
         schema="plugformer_retrieval.schemas:BM25Config",
-        description="lexical BM25 over code-aware word tokens (bm25s), re-indexed on every change",
+        description="lexical BM25 over code-aware word tokens (bm25s), re-indexed after changes",
         capabilities={"persistent": True},
         available="plugformer_retrieval.availability:bm25s_available")
     registries.retriever.register(

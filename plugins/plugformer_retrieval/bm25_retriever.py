@@ -1,10 +1,12 @@
 """The ``bm25`` retriever: Okapi BM25 over the chunks' words, scored by the bm25s library.
 
 bm25s indexes a fixed corpus (its scores bake in each word's document frequency), so the retriever keeps every
-chunk's tokens and re-indexes the whole corpus on each add or delete: well under a second per 10k chunks, fine
-for the knowledge bases this project builds in one ``index build``, and the scores always reflect the current
-corpus. Saved as bm25s's own files (numpy arrays without pickle, JSON vocabulary and parameters) in ``bm25s/``,
-plus ``corpus.json`` (ids and tokens) so a loaded index can still grow and shrink.
+chunk's tokens and re-indexes the whole corpus after adds or deletes, once, at the next search or save: linear in
+the corpus (about 1 s per 1000 chunks of 150 words on a busy 2-core machine), fine for the knowledge bases this
+project builds, and the scores always reflect the current corpus.
+
+Saved as bm25s's own files (numpy arrays without pickle, JSON vocabulary and parameters) in ``bm25s/``, plus
+``corpus.json`` (ids and tokens) so a loaded index can still grow and shrink.
 
 Hits are the chunks sharing at least one word with the query, best first: a chunk without a query word is never
 returned, so ``hybrid`` does not fuse in arbitrary zero-score chunks.
@@ -18,8 +20,8 @@ from typing import Any
 import bm25s
 import numpy as np
 
-from plugformer.errors import PlugformerError
-from plugformer.interfaces.retrieval import Chunk, Hit, Retriever, RetrieverContext, check_k, check_search_options
+from plugformer import PlugformerError
+from plugformer.interfaces import Chunk, Hit, Retriever, RetrieverContext, check_k, check_search_options
 from plugformer_retrieval.chunk_ids import check_new_ids
 from plugformer_retrieval.lexical_tokens import tokenize_all
 from plugformer_retrieval.schemas import BM25Config
@@ -40,6 +42,7 @@ class BM25Retriever(Retriever):
         self._ids: list[str] = []
         self._tokens: list[list[str]] = []
         self._model: Any = None  # a bm25s.BM25 over the current corpus; None while it is empty
+        self._stale = False  # chunks were added or deleted since the model was built
         self._stopwords = frozenset(bm25s.stopwords.STOPWORDS_EN) if config.stopwords == "en" else frozenset()
 
     @property
@@ -58,49 +61,51 @@ class BM25Retriever(Retriever):
         config = self.config
         return bm25s.BM25(k1=config.k1, b=config.b, delta=config.delta, method=config.method, backend="numpy")
 
-    def _reindex(self) -> None:
-        if not self._ids:
+    def _current_model(self) -> Any:
+        """The bm25s model of the current corpus (None when empty), re-indexed if chunks changed since."""
+        if self._stale:
             self._model = None
-            return
-        model = self._new_model()
-        model.index(self._tokens, show_progress=False)
-        self._model = model
+            if self._ids:
+                model = self._new_model()
+                model.index(self._tokens, show_progress=False)
+                self._model = model
+            self._stale = False
+        return self._model
 
     def add(self, chunks: Sequence[Chunk], vectors: np.ndarray | None) -> None:
-        """Index the chunks' texts (``vectors`` are not read), then re-index the corpus."""
+        """Index the chunks' texts (``vectors`` are not read); the corpus is re-indexed at the next search."""
         ids = [chunk.id for chunk in chunks]
         check_new_ids(ids, set(self._ids))
         if not ids:
             return
         self._ids += ids
         self._tokens += self.tokens([chunk.text for chunk in chunks])
-        self._reindex()
+        self._stale = True
 
     def delete(self, ids: Sequence[str]) -> int:
-        """Remove ``ids`` (unknown ones ignored) and re-index; returns how many were present."""
+        """Remove ``ids`` (unknown ones ignored); returns how many were present."""
         gone = set(ids)
         keep = [i for i, id_ in enumerate(self._ids) if id_ not in gone]
         removed = len(self._ids) - len(keep)
         if removed:
             self._ids = [self._ids[i] for i in keep]
             self._tokens = [self._tokens[i] for i in keep]
-            self._reindex()
+            self._stale = True
         return removed
 
     def search(self, texts: Sequence[str], vectors: np.ndarray | None, k: int, **options: Any) -> list[list[Hit]]:
         """The ``k`` best-scoring chunks sharing a word with each query text (``vectors`` are not read)."""
         k = check_k(k)
         check_search_options(self, options)
-        return [self._search_one(tokens, k) for tokens in self.tokens(list(texts))]
+        model = self._current_model()
+        return [self._search_one(model, tokens, k) for tokens in self.tokens(list(texts))]
 
-    def _search_one(self, tokens: list[str], k: int) -> list[Hit]:
-        if self._model is None:
-            return []
-        word_ids = self._model.get_tokens_ids([t for t in tokens if t])
+    def _search_one(self, model: Any, tokens: list[str], k: int) -> list[Hit]:
+        word_ids = model.get_tokens_ids(tokens) if model is not None else []
         if not word_ids:
             return []
-        scores = self._model.get_scores_from_ids(word_ids)
-        indptr, indices = self._model.scores["indptr"], self._model.scores["indices"]
+        scores = model.get_scores_from_ids(word_ids)
+        indptr, indices = model.scores["indptr"], model.scores["indices"]
         matched = np.zeros(len(self._ids), dtype=bool)
         for word in set(word_ids):
             matched[indices[indptr[word]:indptr[word + 1]]] = True
@@ -118,8 +123,9 @@ class BM25Retriever(Retriever):
         """``corpus.json`` (ids and tokens) and, when there are chunks, bm25s's own files in ``bm25s/``."""
         directory = Path(directory)
         write_json(directory / CORPUS_FILE, {"ids": self._ids, "tokens": self._tokens})
-        if self._model is not None:
-            self._model.save(str(directory / MODEL_DIR), show_progress=False)
+        model = self._current_model()
+        if model is not None:
+            model.save(str(directory / MODEL_DIR), show_progress=False)
 
     @classmethod
     def load(cls, config: BM25Config, context: RetrieverContext, directory: Path) -> BM25Retriever:
@@ -138,8 +144,7 @@ class BM25Retriever(Retriever):
         if ids:
             retriever._model = _load_model(require_dir(directory / MODEL_DIR), len(ids))
             saved = (retriever._model.k1, retriever._model.b, retriever._model.delta, retriever._model.method)
-            if saved != (config.k1, config.b, config.delta, config.method):
-                retriever._reindex()
+            retriever._stale = saved != (config.k1, config.b, config.delta, config.method)
         return retriever
 
 

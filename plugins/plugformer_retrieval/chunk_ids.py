@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterator, Sequence
 from typing import Any
 
-from plugformer.errors import PlugformerError
+from plugformer import PlugformerError
 
 
 def check_new_ids(ids: Sequence[str], present: Container[str]) -> None:

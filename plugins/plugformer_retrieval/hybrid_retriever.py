@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from plugformer.errors import PlugformerError
-from plugformer.interfaces.retrieval import (
+from plugformer import PlugformerError
+from plugformer.interfaces import (
     Chunk,
     Hit,
     Retriever,

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from plugformer.errors import PlugformerError
+from plugformer import PlugformerError
 
 
 def corrupted(path: Path, reason: object) -> PlugformerError:

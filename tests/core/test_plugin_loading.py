@@ -210,7 +210,7 @@ def test_manifest_lists_loaded_plugins_with_versions(host):
 
     manifest = {m["name"]: m for m in host.manifest()}
     assert set(manifest) == {"attention", "position", "layers", "text", "training", "parallel", "adapt", "quant",
-                             "tasks", "hf", "guide", "serve", "embed"}
+                             "tasks", "hf", "guide", "serve", "embed", "retrieval"}
     for m in manifest.values():
         assert (m["dist"], m["version"], m["status"], m["error"]) == ("plugformer", plugformer.__version__,
                                                                       "loaded", "")

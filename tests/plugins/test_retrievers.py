@@ -294,3 +294,26 @@ def test_a_saved_index_refuses_another_index_type_or_dimension(registries: Any, 
         load_retriever(registries, {"name": "faiss", "index": "hnsw"}, 16, tmp_path)
     with pytest.raises(PlugformerError, match="dimension 16, but the config asks for index=flat of dimension 8"):
         load_retriever(registries, {"name": "faiss"}, 8, tmp_path)
+
+
+# -- config files ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["faiss", "bm25", "hybrid"])
+def test_each_retriever_config_file_composes_to_its_schema_defaults(registries: Any, name: str) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+
+    import plugformer.conf
+    from plugformer.build import component_config
+    from plugformer.config.store import SCHEMA_GROUP, node_class
+
+    entry = registries.retriever.get(name)
+    ConfigStore.instance().store(group=f"{SCHEMA_GROUP}/retriever", name=name, node=node_class(entry),
+                                 provider=entry.provider)
+    with initialize_config_dir(config_dir=str(Path(plugformer.conf.__file__).parent), version_base=None):
+        node = compose(config_name=f"retriever/{name}").retriever  # a group's file composes under its group
+        assert node.name == name and component_config(entry, node) == entry.load_schema()()
+        if name == "faiss":
+            tuned = compose(config_name="retriever/faiss",
+                            overrides=["retriever.index=hnsw", "retriever.ef_search=128"]).retriever
+            assert (tuned.index, tuned.ef_search) == ("hnsw", 128)

@@ -37,11 +37,15 @@ from plugformer.interfaces.optim import (
 from plugformer.interfaces.parallel import ParallelStrategy, resolve_device
 from plugformer.interfaces.position import PositionEncoding, Positions
 from plugformer.interfaces.retrieval import (
+    ROLES,
+    Role,
     Chunk,
     Embedder,
     Hit,
     Retriever,
     RetrieverContext,
+    check_k,
+    check_search_options,
     check_vectors,
     normalize_rows,
     reciprocal_rank_fusion,
@@ -59,6 +63,6 @@ __all__ = [
     "Tokenizer", "causal_mask",
     "Guide", "GuideMatcher", "GuideSpec", "Vocabulary", "bitmask_words", "build_guide", "mask_logits",
     "new_bitmask", "pack_allowed", "unpack_bitmask", "check_no_decay", "param_groups", "param_kinds", "resolve_device",
-    "Chunk", "Embedder", "Hit", "Retriever", "RetrieverContext", "check_vectors", "normalize_rows",
-    "reciprocal_rank_fusion",
+    "ROLES", "Role", "Chunk", "Embedder", "Hit", "Retriever", "RetrieverContext", "check_vectors", "normalize_rows",
+    "reciprocal_rank_fusion", "check_k", "check_search_options",
 ]
