@@ -376,6 +376,35 @@ def test_a_request_may_opt_out_or_choose_k_and_bad_choices_are_400s(engine, regi
     assert (no_user.status_code, no_user.json()["error"]["param"]) == (400, "messages")
 
 
+def test_retrieval_shares_the_bounded_workers_so_a_saturated_server_refuses_rag_chat_with_a_real_429(engine,
+                                                                                                    registries):
+    started, release = threading.Event(), threading.Event()
+
+    class Slow(HashEmbedder):
+        def embed(self, texts, *, role="passage"):
+            started.set()
+            release.wait(30)
+            return super().embed(texts, role=role)
+
+    index = fact_index(registries)
+    index.embedder = Slow(HashConfig(dim=64))  # embeds like the index's own, slowly
+
+    async def requests(client):
+        first = asyncio.create_task(client.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "X200"}], "max_tokens": 2}))
+        assert await asyncio.to_thread(started.wait, 10)
+        async with client.stream("POST", "/v1/chat/completions", json={
+                "messages": [{"role": "user", "content": "tea"}], "max_tokens": 2, "stream": True}) as r:
+            refused = (r.status_code, r.headers.get("retry-after"), json.loads(await r.aread()))
+        release.set()
+        return await first, refused
+
+    first, (status, retry_after, error) = call(engine, ServedRetrieval(index=index, k=1), requests,
+                                               embedding_max_waiting=1)
+    assert first.status_code == 200 and first.json()["plugformer"]["passages"][0]["id"] == "x200#0"
+    assert (status, retry_after, error["error"]["code"]) == (429, "1", "queue_full")
+
+
 def test_without_an_index_asking_for_retrieval_is_a_400_and_completions_never_retrieve(engine, registries):
     index = fact_index(registries)
 
