@@ -13,8 +13,9 @@ plugformer_api = "1.1"  # the plugformer plugin API this package targets
 def plugformer_register(registries):
     registries.server.register(
         "openai", "plugformer_serve.server:OpenAIServer", schema="plugformer_serve.schemas:OpenAIServerConfig",
-        description="OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models) with SSE "
-                    "streaming, /health, /ready and Prometheus /metrics",
+        description="OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, "
+                    "/v1/embeddings, retrieval-augmented chat) with SSE streaming, /health, /ready and Prometheus "
+                    "/metrics",
         available="plugformer_serve.availability:serve_available")
 
 
@@ -22,4 +23,4 @@ def plugformer_register(registries):
 def plugformer_register_commands(commands):
     commands.register("serve", "plugformer_serve.command:run",
                       "serve a checkpoint over the OpenAI API: checkpoint=DIR [server.port=8000] "
-                      "[server.api_key=KEY] [server.*=...] (docs/serving.md)")
+                      "[server.api_key=KEY] [server.*=...] [embedder=NAME] [rag.index=DIR] (docs/serving.md)")

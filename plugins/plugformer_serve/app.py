@@ -4,7 +4,8 @@ Every request: authorised (``/v1/*`` when keys are set), body capped, parsed int
 ``SamplingParams`` (a 400 naming the field otherwise), admitted to the engine *before* any response
 (so a full queue is a real 429, streaming included), then answered in full or as SSE chunks. A client
 that leaves, or a request past ``timeout_s``, aborts its generation; the engine frees its blocks at the
-next step. One JSON access-log line per request.
+next step. One JSON access-log line per request. ``/v1/embeddings`` (:mod:`plugformer_serve.embeddings`) and the
+retrieval of retrieval-augmented chat (:mod:`plugformer_serve.rag`) run on worker threads of their own.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from plugformer.engine import (
     SamplingParams,
 )
 from plugformer_serve.chat import render_chat
+from plugformer_serve.embeddings import EmbeddingService, embedding_model_name
 from plugformer_serve.metrics import ServerMetrics
 from plugformer_serve.protocol import (
     APIError,
@@ -48,11 +50,15 @@ from plugformer_serve.protocol import (
     chat_plan,
     check_prompts,
     completion_plan,
+    model_of,
     parse_json,
     with_adapter,
 )
+from plugformer_serve.rag import RagChat, passages_field, requested_k
 from plugformer_serve.responses import ResponseWriter
 from plugformer_serve.schemas import OpenAIServerConfig
+from plugformer_serve.served_retrieval import ServedRetrieval
+from plugformer_serve.workers import BoundedWorkers
 
 access_log = logging.getLogger("plugformer.serve.access")
 
@@ -73,6 +79,8 @@ class ServeState:
     in_flight: int = 0  # HTTP requests being answered
     created: int = field(default_factory=lambda: int(time.time()))
     keys: list[bytes] = field(default_factory=list)
+    embeddings: EmbeddingService | None = None  # /v1/embeddings (None: no embedder configured)
+    rag: RagChat | None = None  # retrieval-augmented chat (None: no index)
 
     def authorize(self, request: Request) -> None:
         """A 401 unless the bearer token equals one of the keys (each compared in constant time)."""
@@ -165,18 +173,30 @@ class RequestContext:
 
 
 def create_app(engine: Engine, config: OpenAIServerConfig, *, chat_template: Any = None,
-               adapters: Sequence[str] = ()) -> FastAPI:
-    """The FastAPI application serving ``engine``. Its lifespan starts the engine's step thread and, on the
-    way out, drains it (``config.grace_s``)."""
+               adapters: Sequence[str] = (), retrieval: ServedRetrieval | None = None) -> FastAPI:
+    """The FastAPI application serving ``engine`` (and, with ``retrieval``, ``/v1/embeddings`` and
+    retrieval-augmented chat). Its lifespan starts the engine's step thread and, on the way out, drains it
+    (``config.grace_s``)."""
     metrics = ServerMetrics()
     state = ServeState(AsyncEngine(engine, on_finish=metrics.observe), config, chat_template, list(adapters),
                        metrics, keys=[k.encode() for k in config.keys()])
+    workers = None
+    if retrieval is not None and (retrieval.embedder is not None or retrieval.index is not None):
+        workers = BoundedWorkers(config.embedding_workers, config.embedding_max_waiting)
+        if retrieval.embedder is not None:
+            name = embedding_model_name(config.embedding_model, retrieval.embedder_name,
+                                        [config.model_name, *adapters])
+            state.embeddings = EmbeddingService(retrieval.embedder, name, config, workers, metrics)
+        if retrieval.index is not None:
+            state.rag = RagChat(retrieval, workers, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         state.draining = True
         await asyncio.to_thread(state.engine.shutdown, config.grace_s)
+        if workers is not None:
+            workers.shutdown()
 
     app = FastAPI(title="plugformer", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.serve = state
@@ -227,11 +247,15 @@ def create_app(engine: Engine, config: OpenAIServerConfig, *, chat_template: Any
     async def list_models(request: Request) -> JSONResponse:
         state.authorize(request)
         cards = [model_card(config.model_name)] + [model_card(a, config.model_name) for a in state.adapters]
+        if state.embeddings is not None:
+            cards.append(model_card(state.embeddings.model))
         return JSONResponse({"object": "list", "data": cards})
 
     @app.get("/v1/models/{model:path}")
     async def get_model(model: str, request: Request) -> JSONResponse:
         state.authorize(request)
+        if state.embeddings is not None and model == state.embeddings.model:
+            return JSONResponse(model_card(model))
         state.adapter_for(model)
         return JSONResponse(model_card(model, None if model == config.model_name else config.model_name))
 
@@ -250,9 +274,32 @@ def create_app(engine: Engine, config: OpenAIServerConfig, *, chat_template: Any
         state.authorize(request)
         body = parse_json(await read_body(request, config.max_body_bytes))
         messages = chat_messages(body)
-        ids = await asyncio.to_thread(render_chat, messages, chat_template, engine.tokenizer)
+        k = requested_k(body, state.rag.served.k if state.rag is not None else None)
+        extension: dict[str, Any] = {}
+        if k is None:
+            ids = await asyncio.to_thread(render_chat, messages, chat_template, engine.tokenizer)
+        else:
+            chat_plan(body, config.model_name)  # a bad field is refused before any retrieval is done for it
+            state.adapter_for(model_of(body, config.model_name))
+            ids, passages = await state.rag.prompt(  # type: ignore[union-attr]
+                body, messages, k, template=chat_template, tokenizer=engine.tokenizer, context=engine.context,
+                timeout=max(0.0, config.timeout_s - (time.monotonic() - arrival)))
+            extension["plugformer"] = {"passages": passages_field(passages)}
         plan = chat_plan(body, config.model_name, ids, engine.context)
+        plan.extra.update(extension)
         return await answer(request, plan, "chat", "messages", arrival)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        arrival = time.monotonic()
+        state.authorize(request)
+        if state.embeddings is None:
+            raise APIError(404, "this server has no embedding model: POST /v1/embeddings needs plugformer serve "
+                           "... embedder=NAME (or rag.index=DIR of an index with an embedder)", "model",
+                           "model_not_found")
+        body = parse_json(await read_body(request, config.max_body_bytes))
+        timeout = max(0.0, config.timeout_s - (time.monotonic() - arrival))
+        return JSONResponse(await state.embeddings.answer(body, timeout, request.state.log))
 
     async def answer(request: Request, plan: Plan, kind: str, prompt_field: str, arrival: float) -> Response:
         info = request.state.log
@@ -269,7 +316,7 @@ def create_app(engine: Engine, config: OpenAIServerConfig, *, chat_template: Any
         info["completion_tokens"] = sum(len(c.token_ids) for o in outputs for c in o.outputs)
         if any(c.finish_reason == "abort" for o in outputs for c in o.outputs):
             raise APIError(503, "the request was cancelled: the server is shutting down", None, "shutting_down")
-        return JSONResponse(writer.full(outputs))
+        return JSONResponse({**writer.full(outputs), **plan.extra})
 
     async def admit(prompts: list, params: SamplingParams, response_id: str, prompt_field: str) -> list[RequestStream]:
         """Every prompt queued in the engine, or none of them and the error: 429 (queue full), 503
@@ -332,8 +379,9 @@ def create_app(engine: Engine, config: OpenAIServerConfig, *, chat_template: Any
             if writer.kind == "chat":
                 for p in range(len(streams)):
                     for i in range(plan.params.n):
-                        yield {"data": json.dumps(writer.chunk(p, role=True, index=p * plan.params.n + i,
-                                                               include_usage=plan.include_usage))}
+                        first = writer.chunk(p, role=True, index=p * plan.params.n + i,
+                                             include_usage=plan.include_usage)
+                        yield {"data": json.dumps({**first, **plan.extra} if p == i == 0 else first)}
             for p, stream in enumerate(streams):
                 while True:
                     remaining = config.timeout_s - (time.monotonic() - arrival)

@@ -40,6 +40,16 @@ class ServerMetrics:
                               buckets=_TOKEN_BUCKETS, registry=r)
         self.e2e = Histogram("plugformer_e2e_request_latency_seconds", "arrival to last token",
                              buckets=_LATENCY_BUCKETS, registry=r)
+        self.embedding_requests = Counter("plugformer_embedding_requests", "/v1/embeddings requests answered",
+                                          registry=r)
+        self.embedding_inputs = Counter("plugformer_embedding_inputs", "texts embedded for /v1/embeddings",
+                                        registry=r)
+        self.embedding_latency = Histogram("plugformer_embedding_latency_seconds",
+                                           "/v1/embeddings: arrival to vectors (waiting for a worker included)",
+                                           buckets=_LATENCY_BUCKETS, registry=r)
+        self.retrieval_latency = Histogram("plugformer_retrieval_latency_seconds",
+                                           "retrieval-augmented chat: retrieving the passages of one request",
+                                           buckets=_LATENCY_BUCKETS, registry=r)
 
     def observe(self, output: RequestOutput) -> None:
         """Count a finished request's tokens and timings (called once per engine request)."""

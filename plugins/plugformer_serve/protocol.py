@@ -124,6 +124,7 @@ class Plan:
     include_usage: bool = False
     #: chat: ``top_logprobs`` alternatives per token were asked (None: no logprobs)
     logprobs: int | None = None
+    #: extension fields added to the response body (streaming: to the first chunk), e.g. ``plugformer.passages``
     extra: dict[str, Any] = field(default_factory=dict)
 
 

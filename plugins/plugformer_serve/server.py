@@ -21,6 +21,7 @@ from plugformer import PlugformerError
 from plugformer.interfaces import Server
 from plugformer_serve.app import create_app
 from plugformer_serve.schemas import OpenAIServerConfig
+from plugformer_serve.served_retrieval import ServedRetrieval
 
 
 class _Uvicorn(uvicorn.Server):
@@ -50,21 +51,25 @@ def _access_logging() -> None:
 
 class OpenAIServer(Server):
     """OpenAI-compatible HTTP: ``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``, ``/health``,
-    ``/ready``, ``/metrics`` (see docs/serving.md)."""
+    ``/ready``, ``/metrics``; with ``retrieval`` also ``/v1/embeddings`` and retrieval-augmented chat (see
+    docs/serving.md)."""
 
     config: OpenAIServerConfig
 
     def __init__(self, config: OpenAIServerConfig | None = None):
         super().__init__(config or OpenAIServerConfig())
 
-    def app(self, engine: Any, *, chat_template: Any = None, adapters: Sequence[str] = ()) -> Any:
+    def app(self, engine: Any, *, chat_template: Any = None, adapters: Sequence[str] = (),
+            retrieval: ServedRetrieval | None = None) -> Any:
         """The ASGI application alone (to mount in another server or test in-process)."""
-        return create_app(engine, self.config, chat_template=chat_template, adapters=adapters)
+        return create_app(engine, self.config, chat_template=chat_template, adapters=adapters, retrieval=retrieval)
 
     def serve(self, engine: Any, *, chat_template: Any = None, adapters: Sequence[str] = (),
-              ready: Callable[[str], None] | None = None) -> None:
+              ready: Callable[[str], None] | None = None, retrieval: ServedRetrieval | None = None) -> None:
+        """Serve until SIGTERM; ``retrieval`` (:func:`~plugformer_serve.served_retrieval.load_served_retrieval`)
+        adds ``/v1/embeddings`` and retrieval-augmented chat."""
         _access_logging()
-        app = self.app(engine, chat_template=chat_template, adapters=adapters)
+        app = self.app(engine, chat_template=chat_template, adapters=adapters, retrieval=retrieval)
         state = app.state.serve
         config = uvicorn.Config(app, host=self.config.host, port=self.config.port, log_level="warning",
                                 access_log=False, lifespan="on", timeout_graceful_shutdown=5,
