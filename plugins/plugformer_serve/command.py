@@ -95,8 +95,8 @@ def adapter_dirs(value: str) -> dict[str, Path]:
 def retrieval_settings(values: dict[str, str], nodes: dict[str, dict | None]) -> dict[str, Any]:
     """``embedder`` (a config node; name ``recorded``: the index's), ``rag`` (``index``, ``k``, ``template``; None
     without ``rag.index``) and ``search`` (the retriever's search-time options), checked."""
-    from plugformer.cli.index_command import RECORDED
-    from plugformer.retrieval.prompt import DEFAULT_TEMPLATE, check_template
+    from plugformer.retrieval import RECORDED_EMBEDDER as RECORDED
+    from plugformer.retrieval import DEFAULT_TEMPLATE, check_template
 
     search = nodes["search"]
     if search is None or search["name"] != "search":
@@ -127,7 +127,7 @@ def retrieval_settings(values: dict[str, str], nodes: dict[str, dict | None]) ->
 def parse(args: list[str]) -> dict[str, Any]:
     """The checked settings: ``checkpoint``, ``server`` (the server node), ``engine`` (knobs), ``adapters``, and
     what it retrieves with: ``embedder``, ``rag``, ``search`` (:func:`retrieval_settings`)."""
-    from plugformer.cli.index_command import RECORDED
+    from plugformer.retrieval import RECORDED_EMBEDDER as RECORDED
 
     rest, nodes = component_nodes("serve", args, ("embedder", "search"),
                                   defaults={"embedder": RECORDED, "search": "search"})

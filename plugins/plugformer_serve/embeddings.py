@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from plugformer import ConfigError, PlugformerError
-from plugformer.interfaces.retrieval import ROLES
+from plugformer.interfaces import ROLES
 from plugformer_serve.protocol import APIError, _int, _token_ids, _type_name, bad, model_of
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from plugformer.interfaces.retrieval import Embedder
+    from plugformer.interfaces import Embedder
     from plugformer_serve.metrics import ServerMetrics
     from plugformer_serve.schemas import OpenAIServerConfig
     from plugformer_serve.workers import BoundedWorkers

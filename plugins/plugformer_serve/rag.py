@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from plugformer import PlugformerError
-from plugformer.retrieval.rag import fitted_prompt
+from plugformer.retrieval import fitted_prompt
 from plugformer_serve.chat import render_chat
 from plugformer_serve.protocol import _int, bad
 

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plugformer import ConfigError
-from plugformer.cli.index_command import RECORDED, _merged
-from plugformer.interfaces.retrieval import check_search_options
-from plugformer.retrieval.prompt import DEFAULT_TEMPLATE
+from plugformer.retrieval import RECORDED_EMBEDDER as RECORDED
+from plugformer.retrieval import embedder_override
+from plugformer.interfaces import check_search_options
+from plugformer.retrieval import DEFAULT_TEMPLATE
 
 if TYPE_CHECKING:
-    from plugformer.interfaces.retrieval import Embedder
-    from plugformer.registry import Registries
+    from plugformer.interfaces import Embedder
+    from plugformer import Registries
     from plugformer.retrieval import Index
 
 @dataclass
@@ -54,7 +55,8 @@ def load_served_retrieval(registries: Registries, embedder: dict[str, Any] | Non
             return None
         built = build_embedder(registries, embedder)
         return ServedRetrieval(built, str(embedder["name"]))
-    recorded = _merged(str(index), {"name": RECORDED})  # the index's embedder node ({}: none, or no index there)
+    # the index's embedder node ({}: none, or no index there)
+    recorded = embedder_override(str(index), {"name": RECORDED})
     overridden = embedder is not None and embedder != {"name": RECORDED}
     if not recorded.get("name"):  # a lexical index (or not an index: Index.open says so)
         opened = Index.open(index, registries)
@@ -65,7 +67,7 @@ def load_served_retrieval(registries: Registries, embedder: dict[str, Any] | Non
         check_search_options(opened.retriever, search_options)
         built = build_embedder(registries, embedder) if overridden else None
         return ServedRetrieval(built, str(embedder["name"]) if built else None, opened, k, template, search_options)
-    node = _merged(str(index), embedder) if overridden else None
+    node = embedder_override(str(index), embedder) if overridden else None
     opened = Index.open(index, registries, **({"embedder": node} if node else {}))
     check_search_options(opened.retriever, search_options)
     name = str((node or recorded)["name"])

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from plugformer.errors import ConfigError, PlugformerError
-from plugformer.interfaces.retrieval import (
+from plugformer import ConfigError, PlugformerError
+from plugformer.interfaces import (
     Chunk,
     Hit,
     Retriever,

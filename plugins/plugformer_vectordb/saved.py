@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from plugformer.errors import PlugformerError
+from plugformer import PlugformerError
 
 MANIFEST = "qdrant.json"
 IDS = "ids.json"

@@ -55,7 +55,8 @@ def test_the_installed_wheel_lists_plugins_trains_and_generates(wheel_site, tmp_
     assert where.returncode == 0, where.stderr
     assert all(line.startswith(str(wheel_site)) for line in where.stdout.split())
     listing = _run_from(wheel_site, tmp_path, "-m", "plugformer", "plugins")
-    assert listing.returncode == 0 and f"{len(FIRST_PARTY)} plugin(s) loaded, 0 failed" in listing.stdout, listing.stdout
+    loaded = f"{len(FIRST_PARTY)} plugin(s) loaded, 0 failed"
+    assert listing.returncode == 0 and loaded in listing.stdout, listing.stdout
     run = tmp_path / "run"
     train = _run_from(wheel_site, tmp_path, "-m", "plugformer", "train", "tokenizer=byte", "model.n_layers=1",
                       "model.d_model=32", "model.n_heads=2", "data.seq_len=32", "data.max_bytes=100000",

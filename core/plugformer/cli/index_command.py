@@ -5,7 +5,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from plugformer.commands import component_nodes, parse_keyvalues, positive_int
 from plugformer.errors import ConfigError
@@ -14,8 +13,6 @@ from plugformer.errors import ConfigError
 #: and reciprocal-rank fusion of BM25 with exact dense search, the combination benchmarks/retrieval_quality.py favours
 DEFAULT_EMBEDDER = "wordllama"
 DEFAULT_RETRIEVER = "hybrid"
-#: the embedder name meaning "the one the index records" (``embedder.device=cpu`` alone overrides one option)
-RECORDED = "recorded"
 
 USAGE = """\
 usage: plugformer index build [data.path=PATH] out=DIR [embedder=NAME] [embedder.KEY=VALUE ...]
@@ -100,6 +97,8 @@ def _given(args: list[str]) -> set[str]:
 def query(args: list[str]) -> int:
     from plugformer import load_plugins
     from plugformer.retrieval import Index
+    from plugformer.retrieval.components import RECORDED_EMBEDDER as RECORDED
+    from plugformer.retrieval.components import embedder_override
 
     rest, nodes = component_nodes("index query", args, ("embedder", "search"),
                                   defaults={"search": "search", "embedder": RECORDED})
@@ -112,7 +111,7 @@ def query(args: list[str]) -> int:
     embedder = nodes["embedder"] if nodes["embedder"] != {"name": RECORDED} else None
     registries = load_plugins().registries
     index = Index.open(values["index"], registries,
-                       **({"embedder": _merged(values["index"], embedder)} if embedder else {}))
+                       **({"embedder": embedder_override(values["index"], embedder)} if embedder else {}))
     start = time.perf_counter()
     results = index.search([values["query"]], k, **options)[0]
     elapsed = (time.perf_counter() - start) * 1000
@@ -126,19 +125,6 @@ def query(args: list[str]) -> int:
         print(f"{rank:>2}. {r.score:8.4f}  {r.chunk.id}\n    {text[:200]}{'...' if len(text) > 200 else ''}")
     print(f"({len(results)} of {len(index)} chunks, {elapsed:.1f} ms)", file=sys.stderr)
     return 0
-
-
-def _merged(directory: str, override: dict[str, Any]) -> dict[str, Any]:
-    """The recorded embedder node with ``override``'s options on top (``embedder.device=cpu`` keeps the rest)."""
-    from plugformer.retrieval.index import MANIFEST_FILE
-
-    try:
-        recorded = json.loads((Path(directory).expanduser() / MANIFEST_FILE).read_text()).get("embedder") or {}
-    except (OSError, ValueError):
-        recorded = {}
-    if override.get("name") != RECORDED:
-        return override
-    return {**recorded, **{k: v for k, v in override.items() if k != "name"}}
 
 
 SUBCOMMANDS = {"build": build, "query": query}

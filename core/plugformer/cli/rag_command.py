@@ -32,7 +32,8 @@ def run(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="", file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
-    from plugformer.cli.index_command import RECORDED, _merged
+    from plugformer.retrieval.components import RECORDED_EMBEDDER as RECORDED
+    from plugformer.retrieval.components import embedder_override
 
     rest, nodes = component_nodes("rag", args, ("embedder", "search"),
                                   defaults={"search": "search", "embedder": RECORDED})
@@ -57,7 +58,7 @@ def run(args: list[str]) -> int:
     registries = load_plugins().registries
     embedder = nodes["embedder"] if nodes["embedder"] != {"name": RECORDED} else None
     index = Index.open(values["index"], registries,
-                       **({"embedder": _merged(values["index"], embedder)} if embedder else {}))
+                       **({"embedder": embedder_override(values["index"], embedder)} if embedder else {}))
     engine = Engine.from_checkpoint(values["checkpoint"], registries=registries,
                                     device=values.get("device", "auto"), max_batch=1)
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)

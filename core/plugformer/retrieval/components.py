@@ -73,6 +73,28 @@ def load_retriever(registries: Registries, node: str | Mapping[str, Any], dim: i
     return entry.load().load(config, retriever_context(registries, dim), Path(directory))
 
 
+#: the embedder name meaning "the one the index records": ``embedder.device=cpu`` alone overrides one option
+RECORDED_EMBEDDER = "recorded"
+
+
+def embedder_override(directory: str | Path, override: Mapping[str, Any]) -> dict[str, Any]:
+    """The embedder node to open the index in ``directory`` with: ``override`` itself when it names an embedder,
+    else (name :data:`RECORDED_EMBEDDER`) the index's recorded node with ``override``'s options on top. ``{}``
+    when the index records none (or ``directory`` holds no index)."""
+    import json
+
+    from plugformer.retrieval.index import MANIFEST_FILE
+
+    if override.get("name") != RECORDED_EMBEDDER:
+        return dict(override)
+    try:
+        recorded = json.loads((Path(directory).expanduser() / MANIFEST_FILE).read_text()).get("embedder") or {}
+    except (OSError, ValueError):
+        recorded = {}
+    options = {k: v for k, v in override.items() if k != "name"}
+    return {**recorded, **options} if recorded else {}
+
+
 def node_dict(node: str | Mapping[str, Any]) -> dict[str, Any]:
     """A config node as a plain JSON-able dict with ``name`` (how an index records the retriever it holds)."""
     if isinstance(node, str):
@@ -87,4 +109,5 @@ def node_dict(node: str | Mapping[str, Any]) -> dict[str, Any]:
     return dict(node)
 
 
-__all__ = ["build_embedder", "build_retriever", "load_retriever", "node_dict", "retriever_context"]
+__all__ = ["RECORDED_EMBEDDER", "build_embedder", "build_retriever", "embedder_override", "load_retriever", "node_dict",
+           "retriever_context"]
