@@ -204,3 +204,11 @@ def test_bad_documents_and_search_arguments_are_one_line(registries, tmp_path):
         index.search(["q"], k=1, nprobe=3)
     with pytest.raises(ConfigError, match="searches vectors: it needs an embedder"):
         Index.create(registries, retriever="exact")
+
+
+def test_secrets_in_a_config_node_never_reach_the_manifest(registries, tmp_path):
+    index = Index.create(registries, retriever="exact", embedder={"name": "hash", "salt": "s"})
+    index.retriever_node = {"name": "exact", "api_key": "hunter2", "nested": {"password": "x", "keep": 1}}
+    index.save(tmp_path / "idx")
+    text = (tmp_path / "idx" / MANIFEST_FILE).read_text()
+    assert "hunter2" not in text and '"keep": 1' in text and "password" not in text

@@ -238,9 +238,10 @@ class Index:
 
     # -- persistence ---------------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
-        """What ``index.json`` records."""
-        return {"format": FORMAT_VERSION, "embedder": self.embedder_node, "embedder_identity": self.embedder_identity,
-                "dim": self.embedder.dim if self.embedder else None, "retriever": self.retriever_node,
+        """What ``index.json`` records (config nodes without secrets: an ``api_key`` is never written)."""
+        return {"format": FORMAT_VERSION, "embedder": _without_secrets(self.embedder_node),
+                "embedder_identity": self.embedder_identity, "dim": self.embedder.dim if self.embedder else None,
+                "retriever": _without_secrets(self.retriever_node),
                 "chunking": self.chunking, "chunks": len(self.chunks), "sources": self.sources,
                 "created": self.created, "updated": time.time()}
 
@@ -262,6 +263,18 @@ class Index:
                                        ensure_ascii=False) + "\n")
             (tmp / MANIFEST_FILE).write_text(json.dumps(self.manifest(), indent=1, sort_keys=True), encoding="utf-8")
         return directory
+
+
+#: option names never written into an index's manifest (they come from config or the environment at open)
+SECRET_OPTIONS = ("api_key", "password", "token", "secret")
+
+
+def _without_secrets(node: Any) -> Any:
+    """``node`` (a config node, nested nodes included) without options named like a secret."""
+    if isinstance(node, dict):
+        return {k: _without_secrets(v) for k, v in node.items()
+                if not any(word in str(k).lower() for word in SECRET_OPTIONS)}
+    return node
 
 
 def _read_chunks(directory: Path) -> dict[str, Chunk]:
