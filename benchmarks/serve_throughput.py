@@ -10,10 +10,11 @@ and served twice, one server after the other, each a subprocess on a free loopba
   Python of its own environment (``--hf-python``; ``transformers[serving]`` is not a plugformer dependency).
 
 A load generator (httpx, asyncio) sends streamed ``POST /v1/completions`` requests to each: the same text
-prompts (slices of Python standard-library sources, about 30-250 tokens), 64 new tokens each, greedy
-(``temperature: 0``), never stopping at EOS (plugformer: ``ignore_eos: true``; HF serve takes no
-``ignore_eos``, so it gets ``generation_config: {"eos_token_id": -1}``), at concurrency 1, 16 and 64 (a
-closed loop: each of the N clients sends its next request when its last one ends). For each side and level
+prompts (slices of Python standard-library sources, 100-800 characters: 20-370 tokens, mean about 115),
+64 new tokens each, greedy (``temperature: 0``), never stopping at EOS (plugformer: ``ignore_eos: true``;
+HF serve takes no ``ignore_eos``, so it gets ``generation_config: {"eos_token_id": -1}``), at concurrency
+1, 16 and 64 (a closed loop: each of the N clients sends its next request when its last one ends; every
+level has prompts of its own, so no prefix is cached from an earlier level). For each side and level
 it prints output tokens/s (completion tokens of the level / its wall time), time to first token p50 (the
 first chunk with text), latency p50/p99 (to the end of the stream), and the plugformer/HF ratios.
 
