@@ -16,7 +16,8 @@ HF serve takes no ``ignore_eos``, so it gets ``generation_config: {"eos_token_id
 1, 16 and 64 (a closed loop: each of the N clients sends its next request when its last one ends; every
 level has prompts of its own, so no prefix is cached from an earlier level). For each side and level
 it prints output tokens/s (completion tokens of the level / its wall time), time to first token p50 (the
-first chunk with text), latency p50/p99 (to the end of the stream), and the plugformer/HF ratios.
+first chunk with text), latency p50/p99 (to the end of the stream), tokens per CPU-second of the server's
+processes, and the plugformer/HF ratios.
 
 Set up the HF environment once (``benchmarks/.venv-hf-serve``, gitignored; the same torch and transformers
 versions as this environment's, torch's CPU build as this environment has it)::
@@ -154,6 +155,20 @@ class ServerProcess:
         self.proc = None
         return code
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) used so far by the server's process group (HF serve's model process
+        included), from /proc; None where there is no /proc. Tokens per CPU-second compare the servers'
+        efficiency on a machine that other jobs share, where wall-clock figures swing."""
+        if self.proc is None or not Path("/proc").is_dir():
+            return None
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == self.proc.pid:  # the process group: the server's own session
+                    total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
     def tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -257,7 +272,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def summarize(wall: float, replies: list[Reply], max_tokens: int) -> dict[str, Any]:
+def summarize(wall: float, cpu_s: float | None, replies: list[Reply], max_tokens: int) -> dict[str, Any]:
     ok = [r for r in replies if r.error is None]
     tokens = sum(r.completion_tokens or 0 for r in ok)
     ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
@@ -265,7 +280,8 @@ def summarize(wall: float, replies: list[Reply], max_tokens: int) -> dict[str, A
     return {"requests": len(replies), "errors": len(replies) - len(ok),
             "first_errors": [r.error for r in replies if r.error][:3],
             "short": sum(1 for r in ok if r.completion_tokens != max_tokens),
-            "wall_s": wall, "completion_tokens": tokens, "tokens_per_s": tokens / wall,
+            "wall_s": wall, "completion_tokens": tokens, "tokens_per_s": tokens / wall, "server_cpu_s": cpu_s,
+            "tokens_per_cpu_s": tokens / cpu_s if cpu_s else math.nan,
             "ttft_p50_s": statistics.median(ttft) if ttft else math.nan,
             "latency_p50_s": statistics.median(latency) if latency else math.nan,
             "latency_p99_s": percentile(latency, 99) if latency else math.nan,
@@ -286,11 +302,14 @@ def serve_and_load(server: ServerProcess, s: Settings, prompts: dict[Any, list[s
                              f"the end of its log ({server.log}):\n{server.tail()}")
         levels = {}
         for c in s.levels:
+            cpu = server.cpu_seconds()
             wall, replies = asyncio.run(run_level(server.url, server.side, prompts[c], c, s.max_tokens))
-            levels[c] = summarize(wall, replies, s.max_tokens)
+            cpu_s = server.cpu_seconds() - cpu if cpu is not None else None
+            levels[c] = summarize(wall, cpu_s, replies, s.max_tokens)
             lv = levels[c]
             print(f"  {server.side.name} concurrency {c:>3}: {lv['requests']} requests in {wall:.1f} s, "
-                  f"{lv['tokens_per_s']:,.1f} tokens/s, errors {lv['errors']}", flush=True)
+                  f"{lv['tokens_per_s']:,.1f} tokens/s, server CPU {cpu_s or math.nan:.1f} s, errors {lv['errors']}",
+                  flush=True)
     finally:
         code = server.stop()
     how = "killed" if code is None else f"ended by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
@@ -307,6 +326,7 @@ def compare(pf: dict[str, Any], hf: dict[str, Any]) -> dict[str, Any]:
         out[c] = {"tokens_per_s_ratio": a["tokens_per_s"] / b["tokens_per_s"] if b["tokens_per_s"] else math.nan,
                   "latency_p99_ratio": a["latency_p99_s"] / b["latency_p99_s"],
                   "ttft_p50_ratio": a["ttft_p50_s"] / b["ttft_p50_s"],
+                  "tokens_per_cpu_s_ratio": a["tokens_per_cpu_s"] / b["tokens_per_cpu_s"],
                   "texts_equal": sum(x == y for x, y in zip(a["texts"], b["texts"])),
                   "prompt_tokens_equal": sum(x == y for x, y in zip(a["prompt_tokens"], b["prompt_tokens"]))}
         if c in TARGET_LEVELS:
@@ -319,19 +339,21 @@ def report(pf: dict[str, Any], hf: dict[str, Any], ratios: dict[int, dict[str, A
     print("=" * 112)
     print(f"streamed /v1/completions, {s.max_tokens} new tokens each, greedy, EOS ignored; closed loop of N clients")
     print(f"{'N':>3} {'requests':>8} | {'side':<10} {'tokens/s':>9} {'TTFT p50':>9} {'lat p50':>8} {'lat p99':>8} "
-          f"{'errors':>6} {'short':>5}")
+          f"{'errors':>6} {'short':>5} {'tokens/CPU-s':>12}")
     for c in s.levels:
         for name, side in (("plugformer", pf), ("HF", hf)):
             lv = side["levels"][c]
             print(f"{c:>3} {lv['requests']:>8} | {name:<10} {lv['tokens_per_s']:>9,.1f} {lv['ttft_p50_s']:>8.3f}s "
-                  f"{lv['latency_p50_s']:>7.2f}s {lv['latency_p99_s']:>7.2f}s {lv['errors']:>6} {lv['short']:>5}")
+                  f"{lv['latency_p50_s']:>7.2f}s {lv['latency_p99_s']:>7.2f}s {lv['errors']:>6} {lv['short']:>5} "
+                  f"{lv['tokens_per_cpu_s']:>12,.1f}")
         r = ratios[c]
         verdict = ""
         if "target_met" in r:
             verdict = (f"  target (>= {TARGET_RATIO}x tokens/s, p99 no worse): "
                        f"{'MET' if r['target_met'] else 'NOT met'}")
         print(f"{'':>3} {'':>8} | plugformer/HF: tokens/s {r['tokens_per_s_ratio']:.2f}x, TTFT p50 "
-              f"{r['ttft_p50_ratio']:.2f}x, p99 latency {r['latency_p99_ratio']:.2f}x{verdict}")
+              f"{r['ttft_p50_ratio']:.2f}x, p99 latency {r['latency_p99_ratio']:.2f}x, tokens/CPU-s "
+              f"{r['tokens_per_cpu_s_ratio']:.2f}x{verdict}")
         n = pf["levels"][c]["requests"]
         print(f"{'':>3} {'':>8} | completions equal to HF's: {r['texts_equal']}/{n}; "
               f"same prompt token count: {r['prompt_tokens_equal']}/{n}")
@@ -339,8 +361,9 @@ def report(pf: dict[str, Any], hf: dict[str, Any], ratios: dict[int, dict[str, A
         for c in s.levels:
             if side["levels"][c]["first_errors"]:
                 print(f"{name} errors at concurrency {c}: {side['levels'][c]['first_errors']}")
-    print("(short: requests that did not get all their tokens; TTFT: to the first chunk with text; "
-          "ratios of times below 1 favour plugformer)")
+    print("(short: requests that did not get all their tokens; TTFT: to the first chunk with text; ratios of "
+          "times below 1 favour plugformer; tokens/CPU-s: per second of CPU time of the server's processes, "
+          "steadier than tokens/s on a shared machine)")
 
 
 # -- setup and main ----------------------------------------------------------------------------------------
