@@ -285,7 +285,8 @@ def summarize(wall: float, cpu_s: float | None, replies: list[Reply], max_tokens
             "ttft_p50_s": statistics.median(ttft) if ttft else math.nan,
             "latency_p50_s": statistics.median(latency) if latency else math.nan,
             "latency_p99_s": percentile(latency, 99) if latency else math.nan,
-            "prompt_tokens": [r.prompt_tokens for r in replies], "texts": [r.text for r in replies]}
+            "prompt_tokens": [r.prompt_tokens for r in replies], "texts": [r.text for r in replies],
+            "ttft_s": [r.ttft_s for r in replies], "latency_s": [r.latency_s for r in replies]}
 
 
 def serve_and_load(server: ServerProcess, s: Settings, prompts: dict[Any, list[str]],
