@@ -421,9 +421,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         p.error(f"--levels {args.levels!r}: a comma-separated list of whole numbers, e.g. 1,16,64")
     for name, value in (("threads", args.threads), ("requests-per-level", args.requests_per_level),
-                        ("max-tokens", args.max_tokens), *((f"levels ({c})", c) for c in s.levels)):
+                        ("max-tokens", args.max_tokens), *(("levels", c) for c in s.levels)):
         if value is not None and value < 1:
-            p.error(f"--{name} {value}: must be >= 1")
+            p.error(f"--levels {args.levels}: every level must be >= 1" if name == "levels"
+                    else f"--{name} {value}: must be >= 1")
     if not s.levels:
         p.error("--levels: name at least one concurrency level")
     s.requests = {c: args.requests_per_level or s.requests.get(c, 2 * c) for c in s.levels}
@@ -434,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_python = Path(args.hf_python)
     if not hf_python.exists():
         p.error(f"--hf-python {hf_python} does not exist; create the HF environment first: "
-                f"python {Path(__file__).name} --setup-hf-venv")
+                "python benchmarks/serve_throughput.py --setup-hf-venv")
     if args.workdir and Path(args.workdir).exists() and any(Path(args.workdir).iterdir()):
         p.error(f"--workdir {args.workdir} is not empty")
 
