@@ -191,8 +191,8 @@ def hf_side(hf_python: Path, hf_dir: Path, port: int, env: dict[str, str]) -> Si
 
 # -- the load generator ----------------------------------------------------------------------------------
 def prompt_texts(count: int, s: Settings, seed: int) -> list[str]:
-    """``count`` seeded slices of standard-library sources, ``min_chars``-``max_chars`` long, each starting at a
-    line of its own file (so no two share a prefix the prefix cache could reuse)."""
+    """``count`` distinct seeded slices of standard-library sources, ``min_chars``-``max_chars`` long, each
+    starting at a line at a random place (so, in practice, no two share a prefix the prefix cache could reuse)."""
     texts = [t for t in stdlib_texts(4_000_000) if len(t) > 2 * s.max_chars]
     rng = random.Random(seed)
     prompts: list[str] = []
