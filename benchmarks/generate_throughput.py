@@ -151,10 +151,11 @@ def engine_over(checkpoint: Path, **knobs: Any) -> Any:
 
 
 class KVPeak:
-    """Records the engine's KV-cache use after every step (the largest ``kv_bytes_used`` and blocks)."""
+    """Records the engine's KV-cache use after every step (the largest ``kv_bytes_used`` and blocks, the
+    largest ``kv_decode_buffer_bytes`` of the dense decode buffers, and the largest sum of both)."""
 
     def __init__(self, engine: Any):
-        self.bytes = self.blocks = 0
+        self.bytes = self.blocks = self.buffer_bytes = self.total_bytes = 0
         self.total_blocks = engine.stats().kv_blocks_total
         self.bytes_per_token = engine.cache.bytes_per_token
         self.block_size = engine.pool.block_size
@@ -164,6 +165,9 @@ class KVPeak:
             deltas = step()
             stats = engine.stats()
             self.bytes, self.blocks = max(self.bytes, stats.kv_bytes_used), max(self.blocks, stats.kv_blocks_used)
+            buffers = getattr(stats, "kv_decode_buffer_bytes", 0)
+            self.buffer_bytes = max(self.buffer_bytes, buffers)
+            self.total_bytes = max(self.total_bytes, stats.kv_bytes_used + buffers)
             return deltas
 
         engine.step = recording_step  # Engine.generate and Engine.stream call self.step()
@@ -321,7 +325,9 @@ def bench_batch(engine: Any, hf: Any, s: Settings, vocab: int, eos: int, seed: i
                                "total": sum(lengths)},
             "plugformer": detail[pf.name], "hf": {t.name: detail[t.name] for t in hfs}, "hf_best": best.name,
             "ratio": pf.tokens_per_s / best.tokens_per_s, "outputs_equal_to_hf": equal,
-            "kv_peak_bytes": peak.bytes, "kv_peak_blocks": peak.blocks, "kv_blocks_total": peak.total_blocks,
+            "kv_peak_bytes": peak.bytes, "kv_peak_blocks": peak.blocks,
+            "kv_decode_buffers_peak_bytes": peak.buffer_bytes, "kv_peak_bytes_with_buffers": peak.total_bytes,
+            "kv_blocks_total": peak.total_blocks,
             "kv_block_size": peak.block_size, "kv_bytes_per_token": per_token,
             "kv_bytes_if_max_batch_x_context": s.prompts * engine.context * per_token,
             "hf_kv_bytes_largest_batch": hf_kv}
@@ -428,6 +434,9 @@ def report(res: dict[str, Any], s: Settings) -> None:
         print(f"    KV cache held by the engine at peak: {mib(b['kv_peak_bytes'])} in {b['kv_peak_blocks']} of "
               f"{b['kv_blocks_total']} blocks of {b['kv_block_size']} tokens ({b['kv_bytes_per_token']:,} B/token); "
               f"{s.prompts} x context would be {mib(b['kv_bytes_if_max_batch_x_context'])}")
+        print(f"    decode buffers (dense copies of the decoding rows) at peak: "
+              f"{mib(b['kv_decode_buffers_peak_bytes'])}; pool + buffers at peak: "
+              f"{mib(b['kv_peak_bytes_with_buffers'])}")
         for name, n in b["hf_kv_bytes_largest_batch"].items():
             print(f"    (HF's padded cache, computed, largest batch of '{name}': {mib(n)})")
     if c:
