@@ -38,6 +38,14 @@ import torch
 
 #: the issue's targets: (a) and (b) plugformer tokens/s ÷ HF tokens/s, (c) TTFT without ÷ with the prefix cache
 TARGETS = {"a": 1.5, "b": 2.0, "c": 5.0}
+#: what every timing reads: wall time, or with ``--clock cpu`` this process's CPU time (steadier on a shared
+#: machine, and equal to wall time on an idle one when each side runs one thread)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = [time.perf_counter]
+
+
+def clock() -> float:
+    return _clock[0]()
 EOS = "<|endoftext|>"
 
 
@@ -151,10 +159,11 @@ def engine_over(checkpoint: Path, **knobs: Any) -> Any:
 
 
 class KVPeak:
-    """Records the engine's KV-cache use after every step (the largest ``kv_bytes_used`` and blocks)."""
+    """Records the engine's KV-cache use after every step (the largest ``kv_bytes_used`` and blocks, the
+    largest ``kv_decode_buffer_bytes`` of the dense decode buffers, and the largest sum of both)."""
 
     def __init__(self, engine: Any):
-        self.bytes = self.blocks = 0
+        self.bytes = self.blocks = self.buffer_bytes = self.total_bytes = 0
         self.total_blocks = engine.stats().kv_blocks_total
         self.bytes_per_token = engine.cache.bytes_per_token
         self.block_size = engine.pool.block_size
@@ -164,6 +173,9 @@ class KVPeak:
             deltas = step()
             stats = engine.stats()
             self.bytes, self.blocks = max(self.bytes, stats.kv_bytes_used), max(self.blocks, stats.kv_blocks_used)
+            buffers = getattr(stats, "kv_decode_buffer_bytes", 0)
+            self.buffer_bytes = max(self.buffer_bytes, buffers)
+            self.total_bytes = max(self.total_bytes, stats.kv_bytes_used + buffers)
             return deltas
 
         engine.step = recording_step  # Engine.generate and Engine.stream call self.step()
@@ -182,10 +194,10 @@ class ForwardClock:
     def _enter(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         ids = args[0] if args else kwargs.get("input_ids")
         self.positions += ids.numel() if isinstance(ids, torch.Tensor) else 0
-        self._started = time.perf_counter()
+        self._started = clock()
 
     def _leave(self, module: Any, args: Any, output: Any) -> None:
-        self.seconds += time.perf_counter() - self._started
+        self.seconds += clock() - self._started
 
     @classmethod
     def of(cls, module: Any) -> ForwardClock:
@@ -232,9 +244,9 @@ def engine_generate(engine: Any, prompts: list[list[int]], new_tokens: int) -> l
 
 
 def timed(fn: Any, *a: Any) -> tuple[float, Any]:
-    t0 = time.perf_counter()
+    t0 = clock()
     result = fn(*a)
-    return time.perf_counter() - t0, result
+    return clock() - t0, result
 
 
 def first_divergence(a: list[int], b: list[int]) -> int | None:
@@ -321,7 +333,9 @@ def bench_batch(engine: Any, hf: Any, s: Settings, vocab: int, eos: int, seed: i
                                "total": sum(lengths)},
             "plugformer": detail[pf.name], "hf": {t.name: detail[t.name] for t in hfs}, "hf_best": best.name,
             "ratio": pf.tokens_per_s / best.tokens_per_s, "outputs_equal_to_hf": equal,
-            "kv_peak_bytes": peak.bytes, "kv_peak_blocks": peak.blocks, "kv_blocks_total": peak.total_blocks,
+            "kv_peak_bytes": peak.bytes, "kv_peak_blocks": peak.blocks,
+            "kv_decode_buffers_peak_bytes": peak.buffer_bytes, "kv_peak_bytes_with_buffers": peak.total_bytes,
+            "kv_blocks_total": peak.total_blocks,
             "kv_block_size": peak.block_size, "kv_bytes_per_token": per_token,
             "kv_bytes_if_max_batch_x_context": s.prompts * engine.context * per_token,
             "hf_kv_bytes_largest_batch": hf_kv}
@@ -339,12 +353,12 @@ def bench_prefix(checkpoint: Path, s: Settings, vocab: int, eos: int, seed: int)
     params = SamplingParams(max_tokens=1, temperature=0, ignore_eos=True)
 
     def first_token(engine: Any, prompt: list[int]) -> float:
-        t0 = time.perf_counter()
+        t0 = clock()
         stream = engine.stream(prompt, params)
         try:
             for delta in stream:
                 if delta.token_ids:
-                    return time.perf_counter() - t0
+                    return clock() - t0
         finally:
             stream.close()
         raise SystemExit("the engine finished a request without a token")
@@ -428,6 +442,9 @@ def report(res: dict[str, Any], s: Settings) -> None:
         print(f"    KV cache held by the engine at peak: {mib(b['kv_peak_bytes'])} in {b['kv_peak_blocks']} of "
               f"{b['kv_blocks_total']} blocks of {b['kv_block_size']} tokens ({b['kv_bytes_per_token']:,} B/token); "
               f"{s.prompts} x context would be {mib(b['kv_bytes_if_max_batch_x_context'])}")
+        print(f"    decode buffers (dense copies of the decoding rows) at peak: "
+              f"{mib(b['kv_decode_buffers_peak_bytes'])}; pool + buffers at peak: "
+              f"{mib(b['kv_peak_bytes_with_buffers'])}")
         for name, n in b["hf_kv_bytes_largest_batch"].items():
             print(f"    (HF's padded cache, computed, largest batch of '{name}': {mib(n)})")
     if c:
@@ -446,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller counts for a smoke run (not the issue's figures)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="time with the wall clock or with this process's CPU time (a loaded, shared machine: use "
+                        "cpu with --threads 1)")
     p.add_argument("--parts", default="a,b,c", help="which of the workloads a,b,c to run")
     p.add_argument("--rounds", type=int, default=None,
                    help="timed rounds of (b) (default 1; (a) runs 3, alternating which side goes first)")
@@ -473,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
+    _clock[0] = CLOCKS[args.clock]
     s = Settings.quick() if args.quick else Settings()
     if args.rounds:
         s.rounds_b = args.rounds
@@ -492,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
           f"context={args.context}, seeded random weights (seed {args.seed}, noise {args.weight_noise}), fp32")
     print(f"CPU: {cpu_name()} (capability {torch.backends.cpu.get_cpu_capability()}, os.cpu_count={os.cpu_count()}); "
           f"torch {torch.__version__} threads {torch.get_num_threads()}; transformers {transformers.__version__}; "
-          f"python {platform.python_version()}")
+          f"python {platform.python_version()}; timed by {args.clock} clock")
 
     with contextlib.ExitStack() as stack:
         root = Path(args.workdir) if args.workdir else Path(stack.enter_context(tempfile.TemporaryDirectory()))

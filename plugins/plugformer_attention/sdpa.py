@@ -19,6 +19,36 @@ from plugformer_attention.schemas import SdpaAttentionConfig
 HAS_ENABLE_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2] if p.isdigit()) >= (2, 5)
 
 
+#: the last ragged mask built: (q_offset, kv_lengths, their versions, the other arguments, mask)
+_last_ragged: tuple = ()
+
+
+def _same(a: int | Tensor | None, b: int | Tensor | None) -> bool:
+    """The very same tensor object (or the same int): what one forward pass hands every layer."""
+    return a is b if isinstance(a, Tensor) or isinstance(b, Tensor) else a == b
+
+
+def _version(t: int | Tensor | None) -> int | None:
+    return t._version if isinstance(t, Tensor) else None
+
+
+def ragged_mask(batch: int, tq: int, tk: int, q_offset: int | Tensor, kv_lengths: Tensor | None, *, causal: bool,
+                window: int | None, device: torch.device) -> Tensor | None:
+    """:func:`ragged_visibility`, built once per forward pass instead of once per layer: every layer of a
+    ragged pass receives the same ``q_offset`` and ``kv_lengths`` tensors, so the last mask is reused
+    while the very same tensor objects come back unmodified (their in-place version counters unchanged)
+    with the same shapes and rules."""
+    global _last_ragged
+    rules = (batch, tq, tk, causal, window, device)
+    last = _last_ragged
+    if (last and _same(last[0], q_offset) and _same(last[1], kv_lengths) and last[3] == rules
+            and last[2] == (_version(q_offset), _version(kv_lengths))):
+        return last[4]
+    mask = ragged_visibility(batch, tq, tk, q_offset, kv_lengths, causal=causal, window=window, device=device)
+    _last_ragged = (q_offset, kv_lengths, (_version(q_offset), _version(kv_lengths)), rules, mask)
+    return mask
+
+
 def build_mask(q: Tensor, tk: int, *, causal: bool, attn_bias: Tensor | None,
                q_offset: int | Tensor, window: int | None = None,
                kv_lengths: Tensor | None = None) -> tuple[Tensor | None, bool]:
@@ -31,8 +61,8 @@ def build_mask(q: Tensor, tk: int, *, causal: bool, attn_bias: Tensor | None,
     """
     tq = q.shape[2]
     if is_ragged(q_offset, kv_lengths):
-        visible = ragged_visibility(q.shape[0], tq, tk, q_offset, kv_lengths, causal=causal, window=window,
-                                    device=q.device)
+        visible = ragged_mask(q.shape[0], tq, tk, q_offset, kv_lengths, causal=causal, window=window,
+                              device=q.device)
         if attn_bias is None:
             return visible, False
         bias = attn_bias.to(q.dtype)

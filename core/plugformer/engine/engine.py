@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from plugformer.engine.blocks import BlockPool
-from plugformer.engine.kv import PagedBatch, PagedKVCache
+from plugformer.engine.kv import DecodeBatch, DecodeBuffers, PagedBatch, PagedKVCache
+from plugformer.engine.layout import transpose_linear_weights
 from plugformer.engine.outputs import RequestOutput, StreamDelta
 from plugformer.engine.params import SamplingParams
 from plugformer.engine.sampler import apply_penalties, draw, token_logprobs
@@ -63,6 +64,8 @@ class EngineStats:
     kv_usage: float
     prefix_hit_rate: float
     preemptions: int
+    #: bytes of the dense decode buffers (:class:`~plugformer.engine.kv.DecodeBuffers`), on top of the pool
+    kv_decode_buffer_bytes: int = 0
 
 
 def _model_shape(model: nn.Module) -> tuple[int, int, int]:
@@ -72,6 +75,15 @@ def _model_shape(model: nn.Module) -> tuple[int, int, int]:
         if dims is not None and blocks is not None:
             return len(blocks), dims.n_kv_heads, dims.head_dim
     raise ConfigError(f"the inference engine needs a plugformer Transformer, got {type(model).__name__}")
+
+
+def _flag(name: str, value: Any, default: bool) -> bool:
+    """A boolean knob; None means ``default``."""
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError(f"Engine {name}={value!r} must be true, false or None (automatic)")
+    return value
 
 
 def _check_positive(name: str, value: Any) -> int:
@@ -109,6 +121,11 @@ class Engine:
     ``max_waiting`` (queued sequences before :class:`QueueFull`), ``prefix_caching``. ``draft`` (a model
     with the same tokenizer) turns on speculative decoding of ``num_speculative_tokens`` per step for
     greedy requests; ``guide`` names the structured-output plugin that enforces ``SamplingParams.structured``.
+    ``decode_buffers`` keeps decoding rows' keys and values in dense buffers across steps instead of
+    gathering them from the pool every step (:class:`~plugformer.engine.kv.DecodeBuffers`; default: on
+    a CPU, where the gather is bound by memory bandwidth); ``transpose_weights`` stores the model's Linear
+    weights transposed in memory, the layout the CPU's matrix-vector kernels read fastest
+    (:func:`~plugformer.engine.layout.transpose_linear_weights`; default: on a CPU).
     """
 
     def __init__(self, model: nn.Module, tokenizer: Tokenizer, *, device: torch.device | str | None = None,
@@ -116,7 +133,8 @@ class Engine:
                  block_size: int = 16, max_prefill_tokens: int = 512, max_waiting: int = 1024,
                  prefix_caching: bool = True, gpu_memory_fraction: float = 0.5,
                  registries: Registries | None = None, draft: nn.Module | None = None,
-                 num_speculative_tokens: int = 4, guide: str | dict = "llguidance"):
+                 num_speculative_tokens: int = 4, guide: str | dict = "llguidance",
+                 decode_buffers: bool | None = None, transpose_weights: bool | None = None):
         if registries is None:
             from plugformer import get_registries
             registries = get_registries()
@@ -138,6 +156,13 @@ class Engine:
         num_blocks = -(-tokens // block_size) + 1  # + the reserved zero block
         self.pool = BlockPool(num_blocks, block_size)
         self.cache = PagedKVCache(layers, kv_heads, head_dim, num_blocks, block_size, self.device, dtype)
+        on_cpu = self.device.type == "cpu"
+        self.buffers = DecodeBuffers(self.cache, max_batch, self.context) if _flag(
+            "decode_buffers", decode_buffers, on_cpu) else None
+        if _flag("transpose_weights", transpose_weights, on_cpu):
+            transpose_linear_weights(self.model)
+            if draft is not None:
+                transpose_linear_weights(draft)
         self.speculator = self._speculator(draft, num_speculative_tokens, num_blocks, block_size)
         caches = [self.cache] + ([self.speculator.cache] if self.speculator is not None else [])
         self.scheduler = Scheduler(self.pool, caches, max_batch=max_batch,
@@ -289,7 +314,8 @@ class Engine:
         used = pool.num_used()
         return EngineStats(len(self.scheduler.running), len(self.scheduler.waiting), used, pool.capacity,
                            used * pool.block_size * self.cache.bytes_per_token, pool.usage(),
-                           pool.hits / pool.queries if pool.queries else 0.0, self.scheduler.num_preemptions)
+                           pool.hits / pool.queries if pool.queries else 0.0, self.scheduler.num_preemptions,
+                           self.buffers.bytes_used if self.buffers is not None else 0)
 
     # ---- the loop ---------------------------------------------------------------------------------------
 
@@ -306,7 +332,9 @@ class Engine:
         if self.speculator is not None and decode:
             gains, decode = self._speculate(decode)
         if decode:
-            sampling += self._forward([(s, s.to_compute) for s in decode])
+            sampling += self._forward([(s, s.to_compute) for s in decode], decoding=True)
+        elif self.buffers is not None:
+            self.buffers.clear()  # nobody decodes: give the memory back (rows are refilled from the pool)
         for group in _padding_groups(plan.prefill):
             sampling += self._forward(group)
         with self._lock:
@@ -320,6 +348,8 @@ class Engine:
                 self.scheduler.register_full_blocks(seq)
             deltas = self._collect()
             self.scheduler.remove_finished()
+            if self.buffers is not None and not self.scheduler.running:
+                self.buffers.clear()
         return deltas
 
     def _apply_aborts(self) -> None:
@@ -350,15 +380,24 @@ class Engine:
         return list(zip(spec, gains)), rest
 
     @torch.no_grad()
-    def _forward(self, rows: list[tuple[Seq, int]]) -> list[tuple[Seq, Tensor]]:
-        """Compute ``n`` tokens of each row's sequence; the logits of rows that are then up to date."""
+    def _forward(self, rows: list[tuple[Seq, int]], decoding: bool = False) -> list[tuple[Seq, Tensor]]:
+        """Compute ``n`` tokens of each row's sequence; the logits of rows that are then up to date.
+        ``decoding``: this step's decode rows (one token each), read through the decode buffers."""
         if self.speculator is not None:
             self.speculator.prefill(rows)  # the draft's cache follows every token the target computes
+        dense = decoding and self.buffers is not None and all(n == 1 for _, n in rows)
+        if dense:
+            rows = [rows[i] for i in self.buffers.place([s for s, _ in rows])]
+        elif decoding and self.buffers is not None:
+            self.buffers.clear()
         width = max(n for _, n in rows)
         tokens = torch.tensor([s.tokens[s.num_computed:s.num_computed + n] + [0] * (width - n) for s, n in rows],
                               device=self.device)
-        batch = PagedBatch(self.cache, [s.blocks for s, _ in rows], [s.num_computed for s, _ in rows],
-                           [n for _, n in rows])
+        if dense:
+            batch = DecodeBatch(self.buffers, [s.blocks for s, _ in rows], [s.num_computed for s, _ in rows])
+        else:
+            batch = PagedBatch(self.cache, [s.blocks for s, _ in rows], [s.num_computed for s, _ in rows],
+                               [n for _, n in rows])
         with self._router([s for s, _ in rows]), autocast(self.device, self.precision):
             logits = self.model(tokens, cache=batch, logits_at=batch.last_token_index())
         ready = []
