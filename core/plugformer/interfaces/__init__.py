@@ -23,6 +23,7 @@ from plugformer.interfaces.layers import MLPFactory, NormFactory
 from plugformer.interfaces.objective import (
     Objective,
     ObjectiveOutput,
+    PairBatch,
     PreferenceBatch,
     SupervisedBatch,
 )
@@ -60,5 +61,5 @@ __all__ = [
     "Guide", "GuideMatcher", "GuideSpec", "Vocabulary", "bitmask_words", "build_guide", "mask_logits",
     "new_bitmask", "pack_allowed", "unpack_bitmask", "check_no_decay", "param_groups", "param_kinds", "resolve_device",
     "Chunk", "Embedder", "Hit", "Retriever", "RetrieverContext", "check_vectors", "normalize_rows",
-    "reciprocal_rank_fusion",
+    "reciprocal_rank_fusion", "PairBatch",
 ]
