@@ -131,7 +131,7 @@ def test_last_token_pooling_trains_too(registries, tiny_config):
     loss_fn = objective(registries, pooling="last", temperature=0.1)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for step in range(1, 31):
+    for _ in range(30):
         out = loss_fn(model, data.train_batch(1, 8))
         opt.zero_grad()
         out.loss.backward()

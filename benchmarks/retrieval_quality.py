@@ -1,0 +1,243 @@
+#!/usr/bin/env python
+"""Retrieval quality on held-out ``stdlib_pairs``: each docstring of a held-out module searches every function of
+the held-out modules for its own; recall@1, recall@10 and MRR@10 for
+
+- **bm25**: lexical, over the functions' code;
+- **untrained**: the pooled embeddings of a random-init model of the trained one's architecture and tokenizer;
+- **trained**: the same architecture trained with ``plugformer train objective=contrastive data=stdlib_pairs``
+  (the real CLI, in a subprocess; the training time is printed). Its defaults hold out the same modules, so no
+  held-out function was trained on;
+- **hybrid**: reciprocal-rank fusion of bm25 and trained.
+
+Retrievers come from the registry (``plugformer.retrieval.build_retriever``: ``bm25``, ``faiss`` flat, ``hybrid``)
+when those plugins are installed; otherwise the script ranks with its own small functions (exact inner product in
+numpy, bm25s over identifier-split words, :func:`plugformer.interfaces.reciprocal_rank_fusion`) and says so.
+
+    python benchmarks/retrieval_quality.py                    # a few minutes on 2 busy cores
+    python benchmarks/retrieval_quality.py --steps 100 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+K = 10
+
+
+# -- training (the real CLI) -------------------------------------------------------------------------------------
+def train(work: Path, args: argparse.Namespace) -> tuple[Path, float]:
+    """Train the embedder with ``plugformer train``; returns its checkpoint and the wall time of the run."""
+    overrides = ["objective=contrastive", "data=stdlib_pairs", f"objective.pooling={args.pooling}",
+                 f"objective.temperature={args.temperature}", f"objective.symmetric={str(args.symmetric).lower()}",
+                 f"data.hard_negatives={str(args.hard_negatives).lower()}",
+                 f"tokenizer.vocab_size={args.vocab}", f"model.n_layers={args.layers}", f"model.d_model={args.d_model}",
+                 f"model.n_heads={args.heads}", f"data.seq_len={args.seq_len}", f"trainer.batch_size={args.batch}",
+                 f"trainer.max_steps={args.steps}", f"optimizer.lr={args.lr}", "optimizer.weight_decay=0.01",
+                 f"scheduler.warmup_steps={max(1, args.steps // 20)}", "trainer.eval_every=0",
+                 "trainer.callbacks=[metrics]", f"seed={args.seed}", f"threads={args.threads}", f"device={args.device}",
+                 f"hydra.run.dir={work / 'emb'}", *args.override]
+    env = {**os.environ, "PLUGFORMER_CACHE": str(work / "cache")}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "plugformer", "train", *overrides], cwd=work, env=env,
+                          capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"plugformer train failed:\n{proc.stderr[-3000:]}")
+    return work / "emb" / "checkpoints" / "last", wall
+
+
+# -- embedding -------------------------------------------------------------------------------------------------------
+def embedder(model, tokenizer, max_tokens: int, pooling: str, device) -> Callable[[Sequence[str]], Any]:
+    """texts → unit float32 rows: each text's tokens cut to ``max_tokens`` (as in training), pooled."""
+    import numpy as np
+    import torch
+    from plugformer.retrieval import pooled_embeddings
+    from plugformer.training.pairs import pad_texts
+
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), 64):
+            rows = tokenizer.encode_batch([t[:max_tokens * 16] for t in texts[start:start + 64]])
+            tokens, mask = pad_texts(rows, max_tokens, pad)
+            with torch.no_grad():
+                out.append(pooled_embeddings(model, tokens.to(device), mask.to(device), pooling).cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    return embed
+
+
+# -- ranking: the registry's retrievers, or the script's own -------------------------------------------------------
+IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9]*|[0-9]+")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words, identifiers also split at underscores and camelCase (``parse_args`` → parse, args)."""
+    found = []
+    for token in re.findall(r"\w+", text):
+        found.append(token.lower())
+        parts = [p for piece in token.split("_") for p in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", piece)]
+        if len(parts) > 1:
+            found.extend(p.lower() for p in parts)
+    return found
+
+
+def own_bm25(docs: Sequence[str], queries: Sequence[str], k: int) -> list[list[str]]:
+    import bm25s
+
+    index = bm25s.BM25()
+    index.index([words(d) or ["<empty>"] for d in docs], show_progress=False)
+    ids, _ = index.retrieve([words(q) or ["<empty>"] for q in queries], k=min(k, len(docs)), show_progress=False)
+    return [[str(i) for i in row] for row in ids.tolist()]
+
+
+def own_dense(doc_vectors, query_vectors, k: int) -> list[list[str]]:
+    import numpy as np
+
+    scores = query_vectors @ doc_vectors.T
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return [[str(i) for i in row] for row in top.tolist()]
+
+
+def own_hybrid(first: list[list[str]], second: list[list[str]], k: int) -> list[list[str]]:
+    from plugformer.interfaces import Hit, reciprocal_rank_fusion
+
+    return [[h.id for h in reciprocal_rank_fusion([[Hit(i, 0.0) for i in a], [Hit(i, 0.0) for i in b]], k)]
+            for a, b in zip(first, second)]
+
+
+def registry_retrievers(registries) -> bool:
+    """Whether the retriever plugins this script uses are installed (and their libraries available)."""
+    names = ("bm25", "faiss", "hybrid")
+    return all(n in registries.retriever and registries.retriever.get(n).availability()[0] for n in names)
+
+
+def registry_search(registries, node: dict, docs: Sequence[str], doc_vectors, queries: Sequence[str],
+                    query_vectors, k: int) -> list[list[str]]:
+    from plugformer.interfaces import Chunk
+    from plugformer.retrieval import build_retriever
+
+    dim = None if doc_vectors is None else int(doc_vectors.shape[1])
+    retriever = build_retriever(registries, node, dim)
+    retriever.add([Chunk(str(i), d) for i, d in enumerate(docs)], doc_vectors)
+    return [[h.id for h in hits] for hits in retriever.search(list(queries), query_vectors, k)]
+
+
+# -- scores ------------------------------------------------------------------------------------------------------
+def scores(ranked: list[list[str]], k: int = K) -> dict[str, float]:
+    """recall@1, recall@k and MRR@k where query ``i``'s one relevant document is id ``str(i)``."""
+    r1 = rk = mrr = 0.0
+    for i, ids in enumerate(ranked):
+        ids = ids[:k]
+        if ids and ids[0] == str(i):
+            r1 += 1
+        if str(i) in ids:
+            rk += 1
+            mrr += 1 / (ids.index(str(i)) + 1)
+    n = max(len(ranked), 1)
+    return {"recall@1": r1 / n, f"recall@{k}": rk / n, f"mrr@{k}": mrr / n}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--temperature", type=float, default=0.05)
+    p.add_argument("--pooling", default="mean", choices=["mean", "last"])
+    p.add_argument("--symmetric", action="store_true")
+    p.add_argument("--hard-negatives", action="store_true")
+    p.add_argument("--seq-len", type=int, default=96, help="tokens per text (training and embedding)")
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--override", action="append", default=[], help="an extra train override KEY=VALUE")
+    p.add_argument("--own-retrievers", action="store_true", help="rank with the script's functions even when the "
+                   "retriever plugins are installed")
+    p.add_argument("--work", type=Path, default=None, help="keep the run here (default: a temporary directory)")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+
+    import torch
+    from plugformer.checkpoint import load_config, load_model_for_inference
+    from plugformer.config import prepare
+    from plugformer.model import build_model
+    from plugformer_text.stdlib_pairs import held_out_pairs
+
+    torch.set_num_threads(args.threads)
+    queries, docs = held_out_pairs()
+    print(f"held-out stdlib_pairs: {len(queries)} docstrings, each searching {len(docs)} functions", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        checkpoint, train_wall = train(work, args)
+        summary = json.loads((work / "emb" / "summary.json").read_text())
+        print(f"trained {summary['step']} steps ({summary['params']:,} params) in {train_wall:.0f} s wall "
+              f"({summary['wall_s']:.0f} s in the loop); final loss {summary['loss']:.3f}, "
+              f"in-batch accuracy {summary.get('in_batch_accuracy', float('nan')):.2f}", flush=True)
+
+        host = prepare()
+        registries = host.registries
+        loaded = load_model_for_inference(checkpoint, registries, device=args.device)
+        trained, tokenizer, device = loaded.model.eval(), loaded.tokenizer, loaded.device
+        torch.manual_seed(args.seed)
+        untrained = build_model(load_config(checkpoint), registries, tokenizer.vocab_size).to(device).eval()
+
+        vectors = {}
+        for name, model in (("untrained", untrained), ("trained", trained)):
+            embed = embedder(model, tokenizer, args.seq_len, args.pooling, device)
+            start = time.perf_counter()
+            vectors[name] = (embed(docs), embed(queries))
+            print(f"embedded with the {name} model in {time.perf_counter() - start:.1f} s", flush=True)
+
+        use_registry = not args.own_retrievers and registry_retrievers(registries)
+        ranked: dict[str, list[list[str]]] = {}
+        if use_registry:
+            how = "the registry's retrievers: bm25, faiss (flat), hybrid (bm25 + faiss, reciprocal-rank fusion)"
+            ranked["bm25"] = registry_search(registries, {"name": "bm25"}, docs, None, queries, None, K)
+            for name in ("untrained", "trained"):
+                ranked[name] = registry_search(registries, {"name": "faiss", "index": "flat"}, docs, vectors[name][0],
+                                               queries, vectors[name][1], K)
+            ranked["hybrid"] = registry_search(registries, {"name": "hybrid"}, docs, vectors["trained"][0], queries,
+                                               vectors["trained"][1], K)
+        else:
+            how = ("the script's own: bm25s over identifier-split words, numpy exact inner product, "
+                   "reciprocal-rank fusion")
+            ranked["bm25"] = own_bm25(docs, queries, 50)
+            for name in ("untrained", "trained"):
+                ranked[name] = own_dense(vectors[name][0], vectors[name][1], 50)
+            ranked["hybrid"] = own_hybrid(ranked["bm25"], ranked["trained"], K)
+        print(f"retrievers: {how}")
+
+    results = {name: scores(r) for name, r in ranked.items()}
+    print(f"\n{'method':<10} {'recall@1':>9} {'recall@10':>10} {'MRR@10':>8}")
+    for name in ("bm25", "untrained", "trained", "hybrid"):
+        r = results[name]
+        print(f"{name:<10} {r['recall@1']:>9.3f} {r['recall@10']:>10.3f} {r['mrr@10']:>8.3f}")
+    t, u, b, h = (results[n]["mrr@10"] for n in ("trained", "untrained", "bm25", "hybrid"))
+    print(f"\ntargets: trained beats untrained clearly (MRR@10 {t:.3f} vs {u:.3f}: "
+          f"{'yes' if t >= 2 * u and t - u >= 0.05 else 'NO'}); hybrid >= bm25 ({h:.3f} vs {b:.3f}: "
+          f"{'yes' if h >= b else 'NO'})")
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "queries": len(queries), "retrievers": how,
+                                         "train_wall_s": train_wall, "train": summary, "args": {
+                                             k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}},
+                                        indent=2))
+
+
+if __name__ == "__main__":
+    main()
