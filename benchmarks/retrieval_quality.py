@@ -183,7 +183,7 @@ class Ranker:
 #: candidates each part of a fusion contributes (and what the single rankings keep)
 FETCH = 50
 #: the dense ranking's weights in the fusion tried on the dev split
-WEIGHTS = (0.25, 0.5, 0.75, 1.0)
+WEIGHTS = (0.1, 0.25, 0.5, 1.0)
 
 
 def main() -> None:
@@ -248,8 +248,9 @@ def main() -> None:
             checkpoint, train_wall = args.checkpoint.resolve(), float("nan")
             checkpoint = checkpoint / "checkpoints" / "last" if (checkpoint / "checkpoints").is_dir() else checkpoint
         summary = json.loads((checkpoint.resolve().parents[1] / "summary.json").read_text())
-        print(f"trained {summary['step']} steps ({summary['params']:,} params) in {train_wall:.0f} s wall "
-              f"({summary['wall_s']:.0f} s in the loop); final loss {summary['loss']:.3f}, "
+        wall = f"{train_wall:.0f} s wall, " if args.checkpoint is None else ""
+        print(f"trained {summary['step']} steps ({summary['params']:,} params) in {wall}"
+              f"{summary['wall_s']:.0f} s in the training loop; final loss {summary['loss']:.3f}, "
               f"in-batch accuracy {summary.get('in_batch_accuracy', float('nan')):.2f}", flush=True)
 
         host = prepare()
