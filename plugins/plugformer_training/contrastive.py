@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 def same_rows(tokens: Tensor, mask: Tensor) -> Tensor:
     """(B, B) bool: True where two rows hold the same text (equal tokens at equal real positions)."""
-    masked = tokens.masked_fill(~mask, -1)
-    return (masked[:, None, :] == masked[None, :, :]).all(-1)
+    _, text = torch.unique(tokens.masked_fill(~mask, -1), dim=0, return_inverse=True)  # one id per distinct row
+    return text[:, None] == text[None, :]
 
 
 def info_nce(queries: Tensor, candidates: Tensor, temperature: float, ignore: Tensor | None = None) -> Tensor:

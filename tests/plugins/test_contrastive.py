@@ -19,7 +19,7 @@ from plugformer.training.pairs import PairData, pad_texts
 from plugformer_text.byte_tokenizer import ByteTokenizer
 from plugformer_text.schemas import StdlibPairsConfig
 from plugformer_text.stdlib_pairs import StdlibPairs, function_pairs, held_out_pairs, top_module
-from plugformer_training.contrastive import info_nce
+from plugformer_training.contrastive import info_nce, same_rows
 
 TOK = ByteTokenizer(None)
 #: a slice of the standard library: a few top-level modules, parsed in a second
@@ -103,6 +103,11 @@ def test_the_loss_is_cross_entropy_over_the_batch_and_duplicates_are_not_negativ
     assert info_nce(q, p, 0.5).item() == pytest.approx(expected.item())
     ignore = torch.tensor([[False, True], [True, False]])  # each is the other's duplicate: nothing to contrast
     assert info_nce(q, p, 0.5, ignore).item() == pytest.approx(0.0, abs=1e-6)
+    # which rows hold the same text: equal tokens where the mask is True, whatever the padding holds
+    tokens = torch.tensor([[5, 6, 0], [5, 6, 7], [5, 6, 9], [8, 0, 0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    assert same_rows(tokens, mask).tolist() == [[True, False, True, False], [False, True, False, False],
+                                                [True, False, True, False], [False, False, False, True]]
 
 
 def test_hard_negatives_and_the_symmetric_loss(registries, tiny_config):
