@@ -15,7 +15,7 @@ Retrievers come from the registry (``plugformer.retrieval.build_retriever``: ``b
 when those plugins are installed; otherwise the script ranks with its own small functions (exact inner product in
 numpy, bm25s over identifier-split words, :func:`plugformer.interfaces.reciprocal_rank_fusion`) and says so.
 
-    python benchmarks/retrieval_quality.py                    # ~10 minutes on 2 busy cores
+    python benchmarks/retrieval_quality.py                    # 6-10 minutes on 2 busy cores
     python benchmarks/retrieval_quality.py --steps 300 --json out.json
     python benchmarks/retrieval_quality.py --checkpoint runs/emb   # score an embedder trained before
 """
@@ -40,7 +40,7 @@ K = 10
 def train(work: Path, args: argparse.Namespace) -> tuple[Path, float]:
     """Train the embedder with ``plugformer train``; returns its checkpoint and the wall time of the run."""
     overrides = ["objective=contrastive", "data=stdlib_pairs", f"objective.pooling={args.pooling}",
-                 f"objective.temperature={args.temperature}", f"objective.symmetric={str(args.symmetric).lower()}",
+                 f"objective.temperature={args.temperature}", f"objective.symmetric={str(not args.one_way).lower()}",
                  f"data.hard_negatives={str(args.hard_negatives).lower()}",
                  f"tokenizer.vocab_size={args.vocab}", f"model.n_layers={args.layers}", f"model.d_model={args.d_model}",
                  f"model.n_heads={args.heads}", f"data.seq_len={args.seq_len}", f"trainer.batch_size={args.batch}",
@@ -193,7 +193,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--temperature", type=float, default=0.05)
     p.add_argument("--pooling", default="mean", choices=["mean", "last"])
-    p.add_argument("--symmetric", action="store_true")
+    p.add_argument("--one-way", action="store_true", help="query → positive only (default: symmetric, both ways)")
     p.add_argument("--hard-negatives", action="store_true")
     p.add_argument("--seq-len", type=int, default=64, help="tokens per text (training and embedding)")
     p.add_argument("--layers", type=int, default=1)
