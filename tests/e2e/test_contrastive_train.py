@@ -1,4 +1,5 @@
-"""A user trains a bi-encoder from the command line: ``plugformer train objective=contrastive data=stdlib_pairs``."""
+"""A user trains a bi-encoder from the command line: ``plugformer train objective=contrastive data=stdlib_pairs``,
+then fine-tunes it with ``plugformer finetune``."""
 from __future__ import annotations
 
 import pytest
@@ -21,6 +22,14 @@ def test_contrastive_training_on_stdlib_pairs_writes_an_embedder_checkpoint(cli,
     assert (last / "model.safetensors").is_file() and (last / "tokenizer" / "tokenizer.json").is_file()
     config = (last / "config.yaml").read_text()
     assert "name: contrastive" in config and "pooling: last" in config  # what the pooled embedder reads back
+
+    # fine-tuning a checkpoint contrastively draws the same pairs
+    tuned = tmp_path / "tuned"
+    cli("finetune", f"checkpoint={run}", "objective=contrastive", "data=stdlib_pairs", "data.max_bytes=600000",
+        "data.seq_len=64", "trainer.batch_size=8", "trainer.max_steps=2", "trainer.log_every=1", "threads=1",
+        f"hydra.run.dir={tuned}")
+    assert any("in_batch_accuracy" in r for r in runs.metrics(tuned))
+    assert (tuned / "checkpoints" / "last" / "model.safetensors").is_file()
 
     wrong = cli("train", "objective=contrastive", "data=stdlib", *TINY, "trainer.max_steps=2",
                 f"hydra.run.dir={tmp_path / 'wrong'}", check=False)
