@@ -30,7 +30,8 @@ key                       families    meaning
 ``extrapolates``          position    works beyond ``max_seq_len``
 ``relative``              position    q·k scores / bias depend only on the distance m - n
 ``causal`` (objective)    objective   True: decoder (causal attention); False: encoder
-``batches``               objective   what it trains on: ``["windows"]`` (default), ``["preference"]`` (pairs)
+``batches``               objective   what it trains on: ``["windows"]`` (default), ``["preference"]`` (pairs),
+                                      ``["pairs"]`` (query/positive texts to embed: ``PairBatch``)
 ``lossless``              tokenizer   decode(encode(text)) == text for any UTF-8 text
 ``kinds``                 guide       the structured-output spec kinds it compiles: ``["json_schema", "regex", ...]``
 ``exact``                 retriever   returns the true ``k`` nearest neighbours by inner product (flat

@@ -1,4 +1,5 @@
-"""Built-in tokenizers (byte, bpe, wordpiece, unigram, hf, sentencepiece) and text sources (stdlib, text).
+"""Built-in tokenizers (byte, bpe, wordpiece, unigram, hf, sentencepiece) and text sources (stdlib, stdlib_pairs,
+text).
 
 Registration only: nothing here imports torch, ``tokenizers`` or ``sentencepiece`` (see
 ``plugformer_register``); targets and schemas are strings resolved on first use.
@@ -43,6 +44,11 @@ def plugformer_register(registries):
         "stdlib", "plugformer_text.stdlib_source:StdlibSource",
         schema=f"{_SCHEMAS}:StdlibSourceConfig",
         description="the running Python's standard-library .py sources (built-in offline corpus)",
+        capabilities={})
+    registries.data.register(
+        "stdlib_pairs", "plugformer_text.stdlib_pairs:StdlibPairs",
+        schema=f"{_SCHEMAS}:StdlibPairsConfig",
+        description="docstring → function code pairs of the standard library, split by module (objective=contrastive)",
         capabilities={})
     registries.data.register(
         "text", "plugformer_text.text_source:TextFileSource",

@@ -66,6 +66,19 @@ class StdlibSourceConfig:
 
 
 @dataclass
+class StdlibPairsConfig:
+    """Docstring → code pairs of the standard library (``data=stdlib_pairs``), split by top-level module."""
+
+    max_bytes: Optional[int] = bounded(None, ge=1)  # read files (in sorted order) until this many bytes; None: all
+    val_fraction: float = bounded(0.1, gt=0, lt=1)  # share of the pairs held out, as whole top-level modules
+    seed: int = bounded(0, ge=0)  # which modules are held out (a hash of the seed and the module's name)
+    min_docstring_chars: int = bounded(40, ge=1)  # shorter docstrings say too little to find their function by
+    min_code_lines: int = bounded(2, ge=1)  # non-blank lines of the function without its docstring (the def counts)
+    hard_negatives: bool = False  # add "negative": another function of the same module (seeded)
+    exclude: list[str] = field(default_factory=lambda: list(STDLIB_EXCLUDE))  # directory names skipped
+
+
+@dataclass
 class TextFileSourceConfig:
     path: str = "???"  # a .txt/.jsonl file or a directory of them (required)
     text_field: str = "text"  # the field of each .jsonl record that holds the document

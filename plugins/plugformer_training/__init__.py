@@ -30,6 +30,11 @@ def _objectives(registries) -> None:
         "dpo", "plugformer_training.dpo:DirectPreference", schema="plugformer_training.schemas:DPOConfig",
         description="direct preference optimisation on prompt/chosen/rejected pairs against a frozen reference",
         capabilities={**_ANY_DEVICE, "causal": True, "batches": ["preference"]})
+    registries.objective.register(
+        "contrastive", "plugformer_training.contrastive:Contrastive",
+        schema="plugformer_training.schemas:ContrastiveConfig",
+        description="InfoNCE bi-encoder on query/positive[/negative] pairs, in-batch negatives, pooled hidden states",
+        capabilities={**_ANY_DEVICE, "causal": True, "batches": ["pairs"]})
 
 
 def _optimizers(registries) -> None:

@@ -1,5 +1,6 @@
-"""Fine-tuning records from JSONL files: ``{"prompt", "response"}``, chat ``{"messages": [...]}`` or
-preference pairs ``{"prompt", "chosen", "rejected"}``, one JSON object per line.
+"""Fine-tuning records from JSONL files: ``{"prompt", "response"}``, chat ``{"messages": [...]}``,
+preference pairs ``{"prompt", "chosen", "rejected"}`` or, for ``objective=contrastive``, texts to embed in pairs
+``{"query", "positive"[, "negative"]}``, one JSON object per line.
 
 The held-out split is ``val_path`` when given, else the records whose prompt hashes below
 ``val_fraction`` (so repeated prompts always land on the same side and the splits never share one).
@@ -25,7 +26,7 @@ def prompt_key(record: dict[str, Any]) -> str:
         while messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
             messages.pop()
         return json.dumps(messages, sort_keys=True)
-    return str(record.get("prompt", ""))
+    return str(record.get("prompt", record.get("query", "")))  # query: a contrastive pair's
 
 
 def _score(key: str) -> float:
@@ -102,6 +103,8 @@ class JsonlRecords(TextSource):
         for r in self.records(split):
             if "messages" in r:
                 yield "\n".join(str(m.get("content", "")) for m in r["messages"])
+            elif "query" in r and "prompt" not in r:  # a contrastive pair: its texts
+                yield "\n".join(str(r[k]) for k in ("query", "positive", "negative") if r.get(k) is not None)
             else:
                 yield str(r["prompt"]) + str(r.get("response", r.get("chosen", "")))
 

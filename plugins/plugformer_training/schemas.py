@@ -122,8 +122,25 @@ class DPOConfig:
     label_smoothing: float = bounded(0.0, ge=0, lt=0.5)  # conservative DPO: assumed share of flipped preference labels
 
 
+class PoolingKind(str, Enum):
+    """How the contrastive objective pools a text's hidden states (:data:`plugformer.retrieval.POOLINGS`)."""
+
+    mean = "mean"  # the mean of the real tokens' final-norm states
+    last = "last"  # the last real token's state (what a causal model has read the whole text at)
+
+
+@dataclass
+class ContrastiveConfig:
+    # similarities (cosines) are divided by it before the softmax; fixed (a learned scale would have to live
+    # outside the model's weights, which the trainer does not save)
+    temperature: float = bounded(0.05, gt=0, le=10)
+    pooling: PoolingKind = PoolingKind.mean  # the pooled embedder reads this key back from the checkpoint
+    symmetric: bool = False  # also each positive → its query among the batch's queries; the loss is the mean
+
+
 @dataclass
 class JsonlRecordsConfig:
-    path: str = "???"  # records: {"prompt","response"} | {"messages":[...]} | {"prompt","chosen","rejected"}
+    # records: {"prompt","response"} | {"messages":[...]} | {"prompt","chosen","rejected"} | {"query","positive"}
+    path: str = "???"
     val_path: Optional[str] = None  # held-out records file; None: hold out val_fraction of the prompts
     val_fraction: float = bounded(0.1, ge=0, lt=1)

@@ -23,6 +23,7 @@ from plugformer.interfaces.layers import MLPFactory, NormFactory
 from plugformer.interfaces.objective import (
     Objective,
     ObjectiveOutput,
+    PairBatch,
     PreferenceBatch,
     SupervisedBatch,
 )
@@ -64,5 +65,5 @@ __all__ = [
     "Guide", "GuideMatcher", "GuideSpec", "Vocabulary", "bitmask_words", "build_guide", "mask_logits",
     "new_bitmask", "pack_allowed", "unpack_bitmask", "check_no_decay", "param_groups", "param_kinds", "resolve_device",
     "ROLES", "Role", "Chunk", "Embedder", "Hit", "Retriever", "RetrieverContext", "check_vectors", "normalize_rows",
-    "reciprocal_rank_fusion", "check_k", "check_search_options",
+    "reciprocal_rank_fusion", "check_k", "check_search_options", "PairBatch",
 ]

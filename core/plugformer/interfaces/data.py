@@ -59,7 +59,8 @@ B = TypeVar("B", bound="Batch")
 class Batch(Protocol):
     """What the trainer does with a batch: move it to the device and split it into micro-batches. A
     (B, T + 1) token tensor, a :class:`~plugformer.interfaces.SupervisedBatch` and a
-    :class:`~plugformer.interfaces.PreferenceBatch` all qualify; the objective reads the rest."""
+    :class:`~plugformer.interfaces.PreferenceBatch` (and a :class:`~plugformer.interfaces.PairBatch`) all qualify;
+    the objective reads the rest."""
 
     def to(self: B, device: Any, non_blocking: bool = False) -> B: ...
 
@@ -70,8 +71,9 @@ class Batch(Protocol):
 class Batches(Protocol):
     """The data side of a training run, as :class:`plugformer.training.Trainer` uses it.
 
-    Built-ins: ``TrainingData`` (token windows of a :class:`TextSource`) and ``SupervisedData`` (records
-    for fine-tuning). The batch of a step must depend only on ``(seed, step)`` and the rank, so a resumed
+    Built-ins: ``TrainingData`` (token windows of a :class:`TextSource`), ``SupervisedData`` (records
+    for fine-tuning) and ``PairData`` (query/positive texts for objectives declaring ``batches: ["pairs"]``).
+    The batch of a step must depend only on ``(seed, step)`` and the rank, so a resumed
     run sees the batches an uninterrupted one would.
     """
 

@@ -35,7 +35,8 @@ class Objective(ABC):
         """Run the model on the batch and return the loss (mean over predicted tokens).
 
         ``tokens`` is a plain tensor of windows for text sources; record sources (supervised
-        fine-tuning) hand a :class:`SupervisedBatch` or a :class:`PreferenceBatch` instead."""
+        fine-tuning) hand a :class:`SupervisedBatch` or a :class:`PreferenceBatch` instead (contrastive
+        objectives: a :class:`PairBatch`)."""
 
 
 @dataclass
@@ -80,3 +81,37 @@ class PreferenceBatch:
 
     def chunk(self, n: int) -> list[PreferenceBatch]:
         return [PreferenceBatch(c, r) for c, r in zip(self.chosen.chunk(n), self.rejected.chunk(n))]
+
+
+@dataclass
+class PairBatch:
+    """Texts to embed in pairs, for contrastive training (objectives declaring ``batches: ["pairs"]``): row ``i`` of
+    :attr:`query` belongs with row ``i`` of :attr:`positive`, and every other row of the batch is its in-batch
+    negative; :attr:`negative`, when the records have one, adds a hard negative per query.
+
+    Each text is a right-padded row of token ids (B, T) int64 with its mask (B, T) bool (True: a real token), the
+    layout :func:`plugformer.retrieval.pooled_embeddings` reads. Micro-batches (:meth:`chunk`) keep their rows
+    together, so gradient accumulation shrinks the pool of in-batch negatives to the micro-batch.
+    """
+
+    query: Tensor
+    query_mask: Tensor
+    positive: Tensor
+    positive_mask: Tensor
+    negative: Tensor | None = None
+    negative_mask: Tensor | None = None
+
+    def _tensors(self) -> tuple[Tensor | None, ...]:
+        return (self.query, self.query_mask, self.positive, self.positive_mask, self.negative, self.negative_mask)
+
+    def to(self, device: Any, non_blocking: bool = False) -> PairBatch:
+        return PairBatch(*(t.to(device, non_blocking=non_blocking) if t is not None else None
+                           for t in self._tensors()))
+
+    def chunk(self, n: int) -> list[PairBatch]:
+        parts = [t.chunk(n) if t is not None else None for t in self._tensors()]
+        count = len(parts[0])
+        return [PairBatch(*(p[i] if p is not None else None for p in parts)) for i in range(count)]
+
+    def __len__(self) -> int:
+        return int(self.query.shape[0])

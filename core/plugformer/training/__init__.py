@@ -13,6 +13,8 @@ if TYPE_CHECKING:
         ROLES, ChatTemplate, Example, SupervisedData, encode_pieces, encode_record, exact_match, prompt_and_answer,
         record_kind,
     )
+    from plugformer.training.data import training_data
+    from plugformer.training.pairs import PairData, pad_texts
     from plugformer.training.trainer import Trainer, run_training
 
 _HOME = {
@@ -20,6 +22,7 @@ _HOME = {
     "ROLES": "supervised", "ChatTemplate": "supervised", "Example": "supervised", "SupervisedData": "supervised",
     "encode_pieces": "supervised", "encode_record": "supervised", "exact_match": "supervised",
     "prompt_and_answer": "supervised", "record_kind": "supervised",
+    "PairData": "pairs", "pad_texts": "pairs", "training_data": "data",
 }
 
 
@@ -34,4 +37,4 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["ROLES", "ChatTemplate", "Example", "SupervisedData", "Trainer", "encode_pieces", "encode_record",
-           "exact_match", "prompt_and_answer", "record_kind", "run_training"]
+           "exact_match", "prompt_and_answer", "record_kind", "run_training", "PairData", "pad_texts", "training_data"]

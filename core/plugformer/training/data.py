@@ -10,9 +10,38 @@ from torch import nn
 
 from plugformer.build import build
 from plugformer.errors import ConfigError
-from plugformer.interfaces import ParallelStrategy, Tokenizer
+from plugformer.interfaces import Batches, ParallelStrategy, TextSource, Tokenizer
 from plugformer.registry import Registries
 from plugformer.tokens import WindowSampler, eval_windows, fit_tokenizer_cached, tokenize_to_cache
+
+
+def run_tokenizer(cfg: DictConfig, registries: Registries, source: TextSource, resume_from: Path | None,
+                  cache_dir: str | None) -> Tokenizer:
+    """The tokenizer of a training run: the resumed checkpoint's, or ``cfg.tokenizer`` fitted on ``source``'s
+    train split (cached, see :func:`plugformer.tokens.fit_tokenizer_cached`)."""
+    if resume_from is not None:
+        from plugformer.checkpoint import load_tokenizer
+
+        return load_tokenizer(resume_from, cfg, registries)
+    tokenizer = build(registries, "tokenizer", cfg.tokenizer)
+    tok_cache = Path(cache_dir) / "tokenizers" if cache_dir else None
+    return fit_tokenizer_cached(tokenizer, source, tok_cache)
+
+
+def objective_batches(registries: Registries, objective: DictConfig) -> list[str]:
+    """What the configured objective trains on (its ``batches`` capability): ``["windows"]`` unless it says."""
+    return list(registries.objective.get(objective.name).capabilities.get("batches", ["windows"]))
+
+
+def training_data(cfg: DictConfig, registries: Registries, strategy: ParallelStrategy,
+                  resume_from: Path | None) -> Batches:
+    """The batches ``cfg``'s objective trains on: token windows of ``cfg.data`` (:class:`TrainingData`), or
+    query/positive pairs of its records for objectives declaring ``batches: ["pairs"]`` (``contrastive``)."""
+    if "pairs" in objective_batches(registries, cfg.objective):
+        from plugformer.training.pairs import PairData
+
+        return PairData.from_config(cfg, registries, strategy, resume_from)
+    return TrainingData(cfg, registries, strategy, resume_from)
 
 
 class TrainingData:
@@ -42,13 +71,7 @@ class TrainingData:
 
     def _tokenizer(self, cfg: DictConfig, registries: Registries, resume_from: Path | None,
                    cache_dir: str | None) -> Tokenizer:
-        if resume_from is not None:
-            from plugformer.checkpoint import load_tokenizer
-
-            return load_tokenizer(resume_from, cfg, registries)
-        tokenizer = build(registries, "tokenizer", cfg.tokenizer)
-        tok_cache = Path(cache_dir) / "tokenizers" if cache_dir else None
-        return fit_tokenizer_cached(tokenizer, self.source, tok_cache)
+        return run_tokenizer(cfg, registries, self.source, resume_from, cache_dir)
 
     def _rows(self, rows_per_rank: int) -> slice:
         start = self.strategy.dp_rank * rows_per_rank

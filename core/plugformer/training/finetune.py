@@ -28,7 +28,8 @@ from plugformer.errors import ConfigError
 from plugformer.interfaces import ParallelStrategy
 from plugformer.plugins import PluginHost
 from plugformer.checkpoint.rundir import MetricsLog, check_outside, finite_or_none
-from plugformer.training.data import TrainingData
+from plugformer.training.data import TrainingData, objective_batches
+from plugformer.training.pairs import PairData
 from plugformer.training.supervised import ChatTemplate, SupervisedData
 from plugformer.training.trainer import Trainer, hold_run_dir
 
@@ -97,11 +98,14 @@ def run_finetune(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, 
         if "reference" in run_cfg.objective and run_cfg.objective.reference is None:
             run_cfg.objective.reference = str(start)  # dpo: the starting model is the reference
         source = build(registries, "data", cfg.data)
-        if getattr(source, "has_records", False):
-            data: Any = SupervisedData(source, tokenizer, template, seq_len=cfg.data.seq_len,
-                                       batch_size=cfg.trainer.batch_size, eval_batches=cfg.trainer.eval_batches,
-                                       seed=cfg.seed, dp_rank=strategy.dp_rank, packing=cfg.packing,
-                                       eval_examples=cfg.eval_examples, max_new_tokens=cfg.max_new_tokens)
+        if "pairs" in objective_batches(registries, cfg.objective):  # contrastive: query/positive texts to embed
+            data: Any = PairData(source, tokenizer, seq_len=cfg.data.seq_len, batch_size=cfg.trainer.batch_size,
+                                 eval_batches=cfg.trainer.eval_batches, seed=cfg.seed, dp_rank=strategy.dp_rank)
+        elif getattr(source, "has_records", False):
+            data = SupervisedData(source, tokenizer, template, seq_len=cfg.data.seq_len,
+                                  batch_size=cfg.trainer.batch_size, eval_batches=cfg.trainer.eval_batches,
+                                  seed=cfg.seed, dp_rank=strategy.dp_rank, packing=cfg.packing,
+                                  eval_examples=cfg.eval_examples, max_new_tokens=cfg.max_new_tokens)
         else:  # plain documents: continued pretraining on token windows, tokenized by the checkpoint's tokenizer
             data = TrainingData(run_cfg, registries, strategy, resume_from=start)
         pruned = list((base.get("pruning") or {}).get("params", []))

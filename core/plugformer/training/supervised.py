@@ -60,15 +60,18 @@ class Example:
 
 
 def record_kind(record: dict[str, Any], where: str = "record") -> str:
-    """``sft``, ``chat`` or ``preference``; a one-line error for anything else."""
+    """``sft``, ``chat``, ``preference`` or ``pairs`` (texts to embed, for ``objective=contrastive``); a one-line
+    error for anything else."""
     if "messages" in record:
         return "chat"
     if {"prompt", "chosen", "rejected"} <= record.keys():
         return "preference"
     if {"prompt", "response"} <= record.keys():
         return "sft"
+    if {"query", "positive"} <= record.keys():
+        return "pairs"
     raise ConfigError(f"{where} has keys {sorted(record)}; expected prompt+response, messages, or "
-                      "prompt+chosen+rejected")
+                      "prompt+chosen+rejected (or query+positive[+negative] for objective=contrastive)")
 
 
 def _turns(record: dict[str, Any], template: ChatTemplate, response_key: str = "response",
@@ -110,7 +113,11 @@ def encode_pieces(pieces: list[tuple[str, bool]], tokenizer: Tokenizer, close: b
 def encode_record(record: dict[str, Any], template: ChatTemplate, tokenizer: Tokenizer,
                   where: str = "record") -> Example | tuple[Example, Example]:
     """One example (or a (chosen, rejected) pair) for ``record``."""
-    if record_kind(record, where) == "preference":
+    kind = record_kind(record, where)
+    if kind == "pairs":
+        raise ConfigError(f"{where} is a query/positive pair: pairs train an embedder (objective=contrastive), "
+                          "not a generative fine-tuning objective")
+    if kind == "preference":
         return (encode_pieces(_turns(record, template, "chosen", where), tokenizer),
                 encode_pieces(_turns(record, template, "rejected", where), tokenizer))
     return encode_pieces(_turns(record, template, where=where), tokenizer)

@@ -38,7 +38,7 @@ from plugformer.plugins import PluginHost
 from plugformer.precision import autocast
 from plugformer.run import RunInfo, TrainingState
 from plugformer.checkpoint.rundir import claim_run_dir, finite_or_none, last_checkpoint, resume_checkpoint
-from plugformer.training.data import TrainingData
+from plugformer.training.data import training_data
 from plugformer.training.nonfinite import NonFiniteGuard
 
 
@@ -79,7 +79,7 @@ class Trainer:
         self.rows_per_rank = t.batch_size // strategy.dp_size
         self.ckpts = CheckpointDir(run_dir / CHECKPOINTS_DIR, t.keep_last)
         resume_from = resume_checkpoint(run_dir, quiet=not strategy.is_main) if cfg.resume else None
-        self.data: Batches = data if data is not None else TrainingData(cfg, registries, strategy, resume_from)
+        self.data: Batches = data if data is not None else training_data(cfg, registries, strategy, resume_from)
         self.tokenizer = self.data.tokenizer
         torch.manual_seed(cfg.seed)
         model = (model if model is not None else build_model(cfg, registries, self.tokenizer.vocab_size)).to(device)

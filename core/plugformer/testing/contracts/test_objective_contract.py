@@ -1,6 +1,6 @@
 """Objective contract: ``Cls(config, tokenizer)`` turns a (B, seq_len + 1) int64 batch (or, for objectives
-declaring ``batches: ["preference"]``, a :class:`PreferenceBatch` of such rows) into a scalar,
-finite, differentiable loss with detached metrics; its ``causal`` flag matches its declaration; and a
+declaring ``batches: ["preference"]``, a :class:`PreferenceBatch` of such rows; ``["pairs"]``, a :class:`PairBatch`)
+into a scalar, finite, differentiable loss with detached metrics; its ``causal`` flag matches its declaration; and a
 few optimizer steps on one batch lower the loss. Runs on a kit-local tiny model and tokenizer (with
 ``<pad>``, ``<mask>`` and ``<eos>`` ids, so masked-LM objectives work too)."""
 from __future__ import annotations
@@ -11,6 +11,7 @@ import torch
 from plugformer.interfaces import (
     Objective,
     ObjectiveOutput,
+    PairBatch,
     PreferenceBatch,
     SupervisedBatch,
 )
@@ -26,11 +27,16 @@ def objective(entry: Entry) -> Objective:
 
 
 def batch_for(entry: Entry, device: str):
-    """Token windows, or preference pairs (the same prompts with two different continuations, only the
-    continuations scored) for objectives that declare ``batches: ["preference"]``."""
+    """Token windows, preference pairs (the same prompts with two different continuations, only the
+    continuations scored) for objectives that declare ``batches: ["preference"]``, or texts to embed in pairs
+    (each row's first half the query, its second half the positive) for ``batches: ["pairs"]``."""
     tokens = token_batch(28, device)
-    if "windows" in entry.capabilities.get("batches", ["windows"]):
+    batches = entry.capabilities.get("batches", ["windows"])
+    if "windows" in batches:
         return tokens
+    if "pairs" in batches:
+        half, mask = tokens.shape[1] // 2, torch.ones_like(tokens, dtype=torch.bool)
+        return PairBatch(tokens[:, :half], mask[:, :half], tokens[:, half:], mask[:, half:])
     mask = torch.zeros_like(tokens[:, 1:], dtype=torch.bool)
     mask[:, tokens.shape[1] // 2:] = True
     rejected = tokens.clone()
