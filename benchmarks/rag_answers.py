@@ -1,0 +1,175 @@
+#!/usr/bin/env python
+"""Answers with retrieval vs closed-book on fictional facts (``facts_qa``): does retrieval make a small model's
+answers right?
+
+1. The ``facts_qa`` knowledge base (seeded fictional products, people and places; one passage each) is written
+   to disk with ``plugformer_tasks.facts_qa.write_knowledge_base``; its entities are split into train and
+   held-out ones.
+2. A small model learns the "passages + question -> answer" format on TRAIN entities only, with the real CLI:
+   ``plugformer train data=facts_qa`` (causal LM on the task's documents: the RAG prompts and their answers,
+   BPE fitted on them) then ``plugformer finetune data=facts_qa`` (SFT: loss on the answer only). Each prompt
+   holds the gold passage among distractors, shuffled, exactly as ``plugformer.retrieval.rag_prompt`` writes it.
+3. On the HELD-OUT entities' questions (facts the model never saw), greedy answers from
+   ``plugformer.engine.Engine``, exact match against the answer:
+   (a) with retrieval: top-k passages for the question from a BM25 index (bm25s) of the WHOLE knowledge base;
+   (b) closed-book: the same model, the same prompt format with no passages;
+   plus retrieval recall@k of the gold passage, the oracle score (gold passage + random distractors: the
+   finetune run's own held-out exact match) and chance (the most frequent train answer of each attribute).
+
+    python benchmarks/rag_answers.py                 # ~5-10 min on 2 cores
+    python benchmarks/rag_answers.py --quick         # a smoke run: fewer entities and steps (far below target)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+MODEL = ["tokenizer=bpe", "tokenizer.vocab_size=1024", "position=rope", "model.n_layers=4", "model.d_model=128",
+         "model.n_heads=4", "model.dropout=0.0", "data.seq_len=256"]
+FULL = {"entities": 2000, "pretrain_steps": 600, "finetune_steps": 300}
+QUICK = {"entities": 300, "pretrain_steps": 40, "finetune_steps": 20}
+
+
+def plugformer(command: str, *args: str, work: Path, threads: int) -> None:
+    """Run one ``plugformer`` CLI command in a subprocess, its caches under ``work``."""
+    env = {**os.environ, "PLUGFORMER_CACHE": str(work / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "plugformer", command, *args, f"threads={threads}"], cwd=work,
+                          env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"plugformer {command} failed:\n{proc.stderr[-3000:]}")
+
+
+def bm25_retriever(passages: list[str]):
+    """``search(questions, k) -> [[passage index, ...], ...]`` over ``passages`` with BM25 (bm25s). One small
+    function, so the ``bm25`` retriever plugin and the core ``Index`` can take its place."""
+    import bm25s
+
+    index = bm25s.BM25()
+    index.index(bm25s.tokenize(passages, stopwords="en", show_progress=False), show_progress=False)
+
+    def search(questions: list[str], k: int) -> list[list[int]]:
+        ids, _ = index.retrieve(bm25s.tokenize(questions, stopwords="en", show_progress=False), k=k,
+                                show_progress=False)
+        return [[int(i) for i in row] for row in ids]
+
+    return search
+
+
+def answers(engine, prompts: list[str], max_tokens: int) -> list[str]:
+    """Greedy completions of ``prompts``, stripped."""
+    from plugformer.engine import SamplingParams
+
+    outs = engine.generate(prompts, SamplingParams(max_tokens=max_tokens, temperature=0.0))
+    return [o.outputs[0].text.strip() for o in outs]
+
+
+def exact_match(predicted: list[str], gold: list[str]) -> float:
+    return sum(p == g for p, g in zip(predicted, gold)) / max(1, len(gold))
+
+
+def run(work: Path, entities: int, seed: int, k: int, pretrain_steps: int, finetune_steps: int, threads: int,
+        questions_cap: int) -> dict:
+    import torch
+
+    from plugformer import load_plugins
+    from plugformer.engine import Engine
+    from plugformer.retrieval import rag_prompt
+    from plugformer_tasks.facts_qa import FactsBase, write_knowledge_base
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    base = FactsBase(seed=seed, entities=entities)
+    files = write_knowledge_base(work / "facts", base)
+    task = ["data=facts_qa", f"data.entities={entities}", f"data.seed={seed}", f"data.distractors={k - 1}"]
+    plugformer("train", *MODEL, *task, f"trainer.max_steps={pretrain_steps}", "trainer.batch_size=16",
+               "optimizer.lr=3e-3", "scheduler.warmup_steps=30", "trainer.eval_every=0", "trainer.save_every=0",
+               "trainer.callbacks=[metrics]", f"seed={seed}", f"hydra.run.dir={work / 'pretrain'}",
+               work=work, threads=threads)
+    t_pretrain = time.perf_counter() - t0
+    plugformer("finetune", f"checkpoint={work / 'pretrain'}", *task, "data.seq_len=256", "template=plain",
+               f"trainer.max_steps={finetune_steps}", "trainer.batch_size=16", "optimizer.lr=1e-3",
+               "scheduler.warmup_steps=10", "trainer.eval_every=0", "trainer.callbacks=[metrics]", "eval_examples=200",
+               "max_new_tokens=12", f"hydra.run.dir={work / 'qa'}", work=work, threads=threads)
+    t_train = time.perf_counter() - t0
+    finetune = json.loads((work / "qa" / "finetune.json").read_text())
+
+    # -- held-out questions: retrieval over the whole knowledge base vs closed-book -------------------------------
+    held_out = [json.loads(line) for line in files.held_out_questions.read_text().splitlines()][:questions_cap]
+    questions, gold = [q["question"] for q in held_out], [q["answer"] for q in held_out]
+    docs = sorted(files.documents.glob("*.md"))
+    passages = [d.read_text(encoding="utf-8").strip() for d in docs]
+    doc_ids = [d.stem for d in docs]
+    hits = bm25_retriever(passages)(questions, k)
+    recall = sum(q["id"] in {doc_ids[i] for i in row} for q, row in zip(held_out, hits)) / len(held_out)
+    load_plugins()
+    engine = Engine.from_checkpoint(work / "qa", device="cpu")
+    with_retrieval = answers(engine, [rag_prompt(q, [passages[i] for i in row]) for q, row in zip(questions, hits)],
+                             12)
+    closed_book = answers(engine, [rag_prompt(q, []) for q in questions], 12)
+    majority = {}
+    for q in base.questions("train"):
+        majority.setdefault(q.attribute, Counter())[q.answer] += 1
+    attribute = {q.question: q.attribute for q in base.questions("val")}
+    chance = exact_match([majority[attribute[q]].most_common(1)[0][0] for q in questions], gold)
+    examples = [{"question": q, "answer": g, "with_retrieval": a, "closed_book": c}
+                for q, g, a, c in list(zip(questions, gold, with_retrieval, closed_book))[:5]]
+    return {"entities": entities, "train_entities": len(base.split_entities["train"]),
+            "held_out_entities": len(base.split_entities["val"]), "held_out_questions": len(held_out), "k": k,
+            "recall_at_k": recall, "em_with_retrieval": exact_match(with_retrieval, gold),
+            "em_closed_book": exact_match(closed_book, gold), "em_chance": chance,
+            "em_oracle_passages": finetune["exact_match_after"], "oracle_records": finetune["held_out_records"],
+            "pretrain_steps": pretrain_steps, "finetune_steps": finetune_steps, "params": finetune["params"],
+            "train_wall_s": t_train, "pretrain_wall_s": t_pretrain, "wall_s": time.perf_counter() - t0,
+            "examples": examples}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a smoke run: few entities and steps (far below target)")
+    ap.add_argument("--entities", type=int, default=None)
+    ap.add_argument("--pretrain-steps", type=int, default=None)
+    ap.add_argument("--finetune-steps", type=int, default=None)
+    ap.add_argument("--k", type=int, default=3, help="passages retrieved per question (and in each train prompt)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--questions", type=int, default=1000, help="held-out questions scored at most")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)")
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here too")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep the runs here (default: a temp dir)")
+    args = ap.parse_args()
+    sizes = dict(QUICK if args.quick else FULL)
+    for key in sizes:
+        if getattr(args, key) is not None:
+            sizes[key] = getattr(args, key)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = (args.workdir or Path(tmp)).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        r = run(work, sizes["entities"], args.seed, args.k, sizes["pretrain_steps"], sizes["finetune_steps"],
+                args.threads, args.questions)
+    print(f"facts_qa: {r['entities']} fictional entities ({r['train_entities']} train, {r['held_out_entities']} "
+          f"held out), {r['held_out_questions']} held-out questions; model {r['params']:,} parameters, "
+          f"{r['pretrain_steps']} CLM + {r['finetune_steps']} SFT steps ({r['train_wall_s']:.0f}s)")
+    rows = [("with retrieval (BM25 top-%d over the whole KB)" % r["k"], r["em_with_retrieval"], ">= 80%"),
+            ("oracle passages (gold + %d distractors)" % (r["k"] - 1), r["em_oracle_passages"], ""),
+            ("closed-book (same model, no passages)", r["em_closed_book"], "near chance"),
+            ("chance (most frequent train answer per attribute)", r["em_chance"], "")]
+    print(f"  {'held-out exact match':<52} {'EM':>7}  target")
+    for name, value, target in rows:
+        print(f"  {name:<52} {value:>7.1%}  {target}")
+    print(f"  {'retrieval recall@%d of the gold passage' % r['k']:<52} {r['recall_at_k']:>7.1%}")
+    for e in r["examples"][:3]:
+        print(f"  e.g. {e['question']!r}: {e['answer']!r} -> retrieval {e['with_retrieval']!r}, "
+              f"closed-book {e['closed_book']!r}")
+    print(f"  total {r['wall_s']:.0f}s")
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=1))
+
+
+if __name__ == "__main__":
+    main()
