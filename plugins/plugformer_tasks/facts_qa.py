@@ -185,6 +185,9 @@ class FactsQATask(TextSource):
         super().__init__(config)
         if isinstance(config.distractors, bool) or int(config.distractors) < 0:
             raise ConfigError(f"data.distractors must be an integer >= 0, got {config.distractors!r}")
+        if isinstance(config.questions_per_document, bool) or int(config.questions_per_document) < 1:
+            raise ConfigError(f"data.questions_per_document must be an integer >= 1, got "
+                              f"{config.questions_per_document!r}")
         self.base = FactsBase(int(config.seed), int(config.entities), float(config.val_fraction))
         from plugformer.retrieval.prompt import DEFAULT_TEMPLATE, check_template
 
@@ -193,16 +196,21 @@ class FactsQATask(TextSource):
             if len(members) <= int(config.distractors):
                 raise ConfigError(f"data.distractors={config.distractors} needs more than that many entities in the "
                                   f"{split} split (it has {len(members)}); raise data.entities")
-        self._cache: dict[str, list[dict[str, str]]] = {}
+        self._cache: dict[str, list[tuple[dict[str, str], list[Entity]]]] = {}
 
     def records(self, split: str) -> Iterator[dict[str, str]]:
+        for record, _ in self._drawn(split):
+            yield record
+
+    def _drawn(self, split: str) -> list[tuple[dict[str, str], list[Entity]]]:
+        """The records of ``split`` with the entities whose passages each prompt holds (drawn once)."""
         if split not in SPLITS:
             raise ConfigError(f"unknown split '{split}'; splits: {', '.join(SPLITS)}")
         if split not in self._cache:
             self._cache[split] = self._draw(split)
-        yield from self._cache[split]
+        return self._cache[split]
 
-    def _draw(self, split: str) -> list[dict[str, str]]:
+    def _draw(self, split: str) -> list[tuple[dict[str, str], list[Entity]]]:
         from plugformer.retrieval.prompt import rag_prompt
 
         members = self.base.split_entities[split]
@@ -211,25 +219,34 @@ class FactsQATask(TextSource):
         rng = random.Random(f"facts_qa|{GENERATOR_VERSION}|{self.base.seed}|{split}|records")
         out = []
         for q in self.base.questions(split):
-            gold = by_id[q.doc_id]
-            chosen = {gold.doc_id}
-            passages = [gold.passage]
-            while len(passages) < int(self.config.distractors) + 1:
-                pool = same_kind[gold.kind] if rng.random() < 0.75 and len(same_kind[gold.kind]) > len(chosen) \
-                    else members
-                other = rng.choice(pool)
-                if other.doc_id not in chosen:
-                    chosen.add(other.doc_id)
-                    passages.append(other.passage)
-            rng.shuffle(passages)
-            out.append({"prompt": rag_prompt(q.question, passages, self.template), "response": " " + q.answer})
+            shown = [by_id[q.doc_id]]
+            while len(shown) < int(self.config.distractors) + 1:
+                same = same_kind[shown[0].kind]
+                other = rng.choice(same if rng.random() < 0.75 and len(same) > len(shown) else members)
+                if other not in shown:
+                    shown.append(other)
+            rng.shuffle(shown)
+            prompt = rag_prompt(q.question, [e.passage for e in shown], self.template)
+            out.append(({"prompt": prompt, "response": " " + q.answer}, shown))
         rng.shuffle(out)
         return out
 
     def documents(self, split: str) -> Iterator[str]:
-        """Each record's prompt and answer as one plain-text document."""
-        for r in self.records(split):
-            yield r["prompt"] + r["response"]
+        """Each record's prompt and answer as plain text, followed by ``questions_per_document - 1`` more
+        questions about facts of its passages and their answers (the template's part after ``{passages}``
+        repeated), so a causal LM trained on the documents practises reading the answer from the right passage
+        many times per prompt."""
+        tail = self.template.split("{passages}", 1)[1] if "{question}" not in self.template.split("{passages}")[0] \
+            else None
+        rng = random.Random(f"facts_qa|{GENERATOR_VERSION}|{self.base.seed}|{split}|documents")
+        extra = int(self.config.questions_per_document) - 1
+        for record, shown in self._drawn(split):
+            text = record["prompt"] + record["response"]
+            if tail is not None and extra > 0:
+                facts = [(e.name, a, v) for e in shown for a, v in e.facts]
+                for name, attribute, value in rng.sample(facts, min(extra, len(facts))):
+                    text += "\n" + tail.format(question=question_text(name, attribute)).lstrip("\n") + " " + value
+            yield text
 
     def fingerprint(self) -> str:
         params = {k: (v.value if hasattr(v, "value") else v) for k, v in vars(self.config).items()}

@@ -47,4 +47,5 @@ class FactsQAConfig:
     entities: int = bounded(1000, ge=2)  # entities in the knowledge base (each: one passage, five questions)
     val_fraction: float = bounded(0.2, gt=0, lt=1)  # share of entities held out (their facts never in train)
     distractors: int = bounded(2, ge=0)  # other passages beside the gold one in each prompt (k = distractors + 1)
+    questions_per_document: int = bounded(8, ge=1)  # questions (with answers) per document for `plugformer train`
     template: Optional[str] = None  # the RAG prompt ({passages}, {question}); None: plugformer.retrieval's default

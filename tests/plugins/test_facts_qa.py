@@ -79,15 +79,28 @@ def test_records_are_rag_prompts_with_the_gold_passage_among_distractors(registr
         name = re.match(r"What is (.+)'s", question).group(1)
         positions.add(next(i for i, p in enumerate(passages) if p.startswith(f"{name} is a ")))
     assert positions == set(range(5))  # the gold passage is shuffled among the distractors
-    assert next(source.documents("train")) == rows[0]["prompt"] + rows[0]["response"]
+    single = facts(registries, distractors=4, seed=0, questions_per_document=1)
+    assert next(single.documents("train")) == rows[0]["prompt"] + rows[0]["response"]
     custom = facts(registries, seed=0, template="Context:\n{passages}Q: {question}\nA:")
     first = records(custom, "train")[0]
     assert first["prompt"].startswith("Context:\n[1] ") and "\nQ: What is " in first["prompt"]
     assert DEFAULT_TEMPLATE.startswith("Passages:")
 
 
+def test_documents_ask_several_questions_about_their_passages_for_causal_lm_training(registries):
+    source = facts(registries, seed=0, questions_per_document=5)
+    for document, record in zip(source.documents("train"), records(source, "train")):
+        assert document.startswith(record["prompt"] + record["response"] + "\nQuestion: What is ")
+        passages, _ = parse(record["prompt"])
+        extra = re.findall(r"\nQuestion: What is (.+)'s (.+)\?\nAnswer: (.+)", document[len(record["prompt"]):])
+        assert len(extra) == 4
+        for name, attribute, answer in extra:
+            assert sum(f"{name}'s {attribute} is {answer}." in p for p in passages) == 1
+
+
 @pytest.mark.parametrize("options, named", [({"distractors": 100}, "data.distractors=100"),
                                             ({"entities": 1}, "data.entities"),
+                                            ({"questions_per_document": 0}, "data.questions_per_document"),
                                             ({"template": "{question} only"}, "{passages}")])
 def test_bad_options_are_one_clear_line(registries, options, named):
     with pytest.raises(ConfigError, match=re.escape(named)):
