@@ -32,8 +32,8 @@ from collections import Counter
 from pathlib import Path
 
 MODEL = ["tokenizer=bpe", "tokenizer.vocab_size=1024", "position=rope", "model.n_layers=4", "model.d_model=128",
-         "model.n_heads=4", "model.dropout=0.0", "data.seq_len=256"]
-FULL = {"entities": 2000, "pretrain_steps": 600, "finetune_steps": 300}
+         "model.n_heads=4", "model.dropout=0.0", "data.seq_len=512"]
+FULL = {"entities": 2000, "pretrain_steps": 900, "finetune_steps": 200}
 QUICK = {"entities": 300, "pretrain_steps": 40, "finetune_steps": 20}
 
 
@@ -63,10 +63,10 @@ def bm25_retriever(passages: list[str]):
 
 
 def answers(engine, prompts: list[str], max_tokens: int) -> list[str]:
-    """Greedy completions of ``prompts``, stripped."""
+    """Greedy completions of ``prompts``: their first line, stripped (an answer is one line)."""
     from plugformer.engine import SamplingParams
 
-    outs = engine.generate(prompts, SamplingParams(max_tokens=max_tokens, temperature=0.0))
+    outs = engine.generate(prompts, SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=["\n"]))
     return [o.outputs[0].text.strip() for o in outs]
 
 
@@ -88,7 +88,7 @@ def run(work: Path, entities: int, seed: int, k: int, pretrain_steps: int, finet
     base = FactsBase(seed=seed, entities=entities)
     files = write_knowledge_base(work / "facts", base)
     task = ["data=facts_qa", f"data.entities={entities}", f"data.seed={seed}", f"data.distractors={k - 1}"]
-    plugformer("train", *MODEL, *task, f"trainer.max_steps={pretrain_steps}", "trainer.batch_size=16",
+    plugformer("train", *MODEL, *task, f"trainer.max_steps={pretrain_steps}", "trainer.batch_size=8",
                "optimizer.lr=3e-3", "scheduler.warmup_steps=30", "trainer.eval_every=0", "trainer.save_every=0",
                "trainer.callbacks=[metrics]", f"seed={seed}", f"hydra.run.dir={work / 'pretrain'}",
                work=work, threads=threads)

@@ -84,6 +84,10 @@ KINDS: dict[str, tuple[tuple[str, Draw], ...]] = {
               ("elevation", _number(0, 3500, "m")), ("founding year", _number(800, 1990))),
 }
 
+#: attributes each kind has (an entity states ``facts`` of them)
+FACTS_PER_KIND = 5
+assert all(len(attributes) == FACTS_PER_KIND for attributes in KINDS.values())
+
 
 @dataclass(frozen=True)
 class Entity:
@@ -128,11 +132,13 @@ def held_out(name: str, val_fraction: float) -> bool:
 class FactsBase:
     """The knowledge base of one seed: ``entities`` entities, their passages, and the questions of each split."""
 
-    def __init__(self, seed: int = 0, entities: int = 1000, val_fraction: float = 0.2):
+    def __init__(self, seed: int = 0, entities: int = 1000, val_fraction: float = 0.2, facts: int = FACTS_PER_KIND):
         if isinstance(entities, bool) or not isinstance(entities, int) or entities < 2:
             raise ConfigError(f"data.entities must be an integer of at least 2, got {entities!r}")
         if not 0.0 < float(val_fraction) < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction!r}")
+        if isinstance(facts, bool) or not isinstance(facts, int) or not 1 <= facts <= FACTS_PER_KIND:
+            raise ConfigError(f"data.facts must be an integer in 1..{FACTS_PER_KIND}, got {facts!r}")
         self.seed, self.val_fraction = int(seed), float(val_fraction)
         rng = random.Random(f"facts_qa|{GENERATOR_VERSION}|{self.seed}")
         names: list[str] = []
@@ -151,9 +157,9 @@ class FactsBase:
         self.entities: list[Entity] = []
         for i, name in enumerate(names):
             kind = kinds[i % len(kinds)]
-            facts = [(attribute, draw(rng, seen)) for attribute, draw in KINDS[kind]]
-            rng.shuffle(facts)
-            self.entities.append(Entity(name, kind, tuple(facts)))
+            drawn = [(attribute, draw(rng, seen)) for attribute, draw in KINDS[kind]]
+            rng.shuffle(drawn)
+            self.entities.append(Entity(name, kind, tuple(drawn[:facts])))
         self.split_entities = {
             "train": [e for e in self.entities if not held_out(e.name, self.val_fraction)],
             "val": [e for e in self.entities if held_out(e.name, self.val_fraction)]}
@@ -188,7 +194,7 @@ class FactsQATask(TextSource):
         if isinstance(config.questions_per_document, bool) or int(config.questions_per_document) < 1:
             raise ConfigError(f"data.questions_per_document must be an integer >= 1, got "
                               f"{config.questions_per_document!r}")
-        self.base = FactsBase(int(config.seed), int(config.entities), float(config.val_fraction))
+        self.base = FactsBase(int(config.seed), int(config.entities), float(config.val_fraction), int(config.facts))
         from plugformer.retrieval.prompt import DEFAULT_TEMPLATE, check_template
 
         self.template = check_template(config.template if config.template else DEFAULT_TEMPLATE)
@@ -306,10 +312,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--entities", type=int, default=1000)
     ap.add_argument("--val-fraction", type=float, default=0.2)
+    ap.add_argument("--facts", type=int, default=FACTS_PER_KIND, help="facts per entity")
     ap.add_argument("--format", choices=KB_FORMATS, default="md")
     args = ap.parse_args(argv)
     try:
-        files = write_knowledge_base(args.out, FactsBase(args.seed, args.entities, args.val_fraction), args.format)
+        files = write_knowledge_base(args.out, FactsBase(args.seed, args.entities, args.val_fraction, args.facts), args.format)
     except ConfigError as exc:
         raise SystemExit(f"facts_qa: error: {exc}") from None
     print(f"documents: {files.documents}\nheld-out questions: {files.held_out_questions}\n"

@@ -46,6 +46,7 @@ class FactsQAConfig:
     seed: int = bounded(0, ge=0)  # which fictional entities and facts are generated
     entities: int = bounded(1000, ge=2)  # entities in the knowledge base (each: one passage, five questions)
     val_fraction: float = bounded(0.2, gt=0, lt=1)  # share of entities held out (their facts never in train)
+    facts: int = bounded(5, ge=1, le=5)  # facts (and questions) per entity, of the five attributes of its kind
     distractors: int = bounded(2, ge=0)  # other passages beside the gold one in each prompt (k = distractors + 1)
     questions_per_document: int = bounded(8, ge=1)  # questions (with answers) per document for `plugformer train`
     template: Optional[str] = None  # the RAG prompt ({passages}, {question}); None: plugformer.retrieval's default

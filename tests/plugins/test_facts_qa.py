@@ -38,6 +38,9 @@ def test_the_same_seed_generates_the_same_facts_and_records_and_another_seed_oth
         assert records(a, split) != records(other, split)
     assert a.fingerprint() == b.fingerprint() != other.fingerprint()
     assert [e.passage for e in FactsBase(3, 60).entities] == [e.passage for e in a.base.entities]
+    fewer = FactsBase(3, 60, facts=2)
+    assert len(fewer.questions("train")) == 2 * len(fewer.split_entities["train"])
+    assert all(e.passage.count(f"{e.name}'s ") == 2 for e in fewer.entities)
 
 
 def test_held_out_entities_never_appear_in_train_records(registries):
@@ -101,6 +104,7 @@ def test_documents_ask_several_questions_about_their_passages_for_causal_lm_trai
 @pytest.mark.parametrize("options, named", [({"distractors": 100}, "data.distractors=100"),
                                             ({"entities": 1}, "data.entities"),
                                             ({"questions_per_document": 0}, "data.questions_per_document"),
+                                            ({"facts": 6}, "data.facts"),
                                             ({"template": "{question} only"}, "{passages}")])
 def test_bad_options_are_one_clear_line(registries, options, named):
     with pytest.raises(ConfigError, match=re.escape(named)):
