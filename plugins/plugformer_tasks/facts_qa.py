@@ -191,9 +191,10 @@ class FactsQATask(TextSource):
         super().__init__(config)
         if isinstance(config.distractors, bool) or int(config.distractors) < 0:
             raise ConfigError(f"data.distractors must be an integer >= 0, got {config.distractors!r}")
-        if isinstance(config.questions_per_document, bool) or int(config.questions_per_document) < 1:
-            raise ConfigError(f"data.questions_per_document must be an integer >= 1, got "
-                              f"{config.questions_per_document!r}")
+        for key in ("questions_per_document", "questions_per_record"):
+            value = getattr(config, key)
+            if isinstance(value, bool) or int(value) < 1:
+                raise ConfigError(f"data.{key} must be an integer >= 1, got {value!r}")
         self.base = FactsBase(int(config.seed), int(config.entities), float(config.val_fraction), int(config.facts))
         from plugformer.retrieval.prompt import DEFAULT_TEMPLATE, check_template
 
@@ -204,9 +205,33 @@ class FactsQATask(TextSource):
                                   f"{split} split (it has {len(members)}); raise data.entities")
         self._cache: dict[str, list[tuple[dict[str, str], list[Entity]]]] = {}
 
-    def records(self, split: str) -> Iterator[dict[str, str]]:
-        for record, _ in self._drawn(split):
-            yield record
+    def records(self, split: str) -> Iterator[dict[str, Any]]:
+        """``{"prompt", "response"}`` records; with ``questions_per_record`` > 1, each train record is a chat
+        (``{"messages"}``) that goes on asking that many questions about the same passages (the follow-up
+        turns: the template's part after ``{passages}``), so fine-tuning learns several answers per prompt.
+        Held-out records always ask one question: the format ``plugformer rag`` answers."""
+        per_record = int(self.config.questions_per_record) if split == "train" else 1
+        rng = random.Random(f"facts_qa|{GENERATOR_VERSION}|{self.base.seed}|{split}|records")
+        for record, shown in self._drawn(split):
+            follow_ups = self._follow_ups(shown, per_record - 1, rng)
+            if not follow_ups:
+                yield record
+                continue
+            messages = [{"role": "user", "content": record["prompt"]},
+                        {"role": "assistant", "content": record["response"]}]
+            for question, answer in follow_ups:
+                messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            yield {"messages": messages}
+
+    def _follow_ups(self, shown: list[Entity], n: int, rng: random.Random) -> list[tuple[str, str]]:
+        """``n`` more (question turn, " answer") pairs about facts of the ``shown`` passages, written with the
+        template's part after ``{passages}`` (none when the template puts the question before the passages)."""
+        head, _, tail = self.template.partition("{passages}")
+        if n <= 0 or "{question}" in head:
+            return []
+        facts = [(e.name, a, v) for e in shown for a, v in e.facts]
+        return [("\n" + tail.format(question=question_text(name, attribute)).lstrip("\n"), " " + value)
+                for name, attribute, value in rng.sample(facts, min(n, len(facts)))]
 
     def _drawn(self, split: str) -> list[tuple[dict[str, str], list[Entity]]]:
         """The records of ``split`` with the entities whose passages each prompt holds (drawn once)."""
@@ -239,20 +264,12 @@ class FactsQATask(TextSource):
 
     def documents(self, split: str) -> Iterator[str]:
         """Each record's prompt and answer as plain text, followed by ``questions_per_document - 1`` more
-        questions about facts of its passages and their answers (the template's part after ``{passages}``
-        repeated), so a causal LM trained on the documents practises reading the answer from the right passage
-        many times per prompt."""
-        tail = self.template.split("{passages}", 1)[1] if "{question}" not in self.template.split("{passages}")[0] \
-            else None
+        questions about facts of its passages and their answers, so a causal LM trained on the documents
+        practises reading the answer from the right passage several times per prompt."""
         rng = random.Random(f"facts_qa|{GENERATOR_VERSION}|{self.base.seed}|{split}|documents")
         extra = int(self.config.questions_per_document) - 1
         for record, shown in self._drawn(split):
-            text = record["prompt"] + record["response"]
-            if tail is not None and extra > 0:
-                facts = [(e.name, a, v) for e in shown for a, v in e.facts]
-                for name, attribute, value in rng.sample(facts, min(extra, len(facts))):
-                    text += "\n" + tail.format(question=question_text(name, attribute)).lstrip("\n") + " " + value
-            yield text
+            yield record["prompt"] + record["response"] + "".join(q + a for q, a in self._follow_ups(shown, extra, rng))
 
     def fingerprint(self) -> str:
         params = {k: (v.value if hasattr(v, "value") else v) for k, v in vars(self.config).items()}

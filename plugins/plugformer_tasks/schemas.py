@@ -49,4 +49,5 @@ class FactsQAConfig:
     facts: int = bounded(5, ge=1, le=5)  # facts (and questions) per entity, of the five attributes of its kind
     distractors: int = bounded(2, ge=0)  # other passages beside the gold one in each prompt (k = distractors + 1)
     questions_per_document: int = bounded(8, ge=1)  # questions (with answers) per document for `plugformer train`
+    questions_per_record: int = bounded(1, ge=1)  # >1: train records are chats asking this many questions
     template: Optional[str] = None  # the RAG prompt ({passages}, {question}); None: plugformer.retrieval's default

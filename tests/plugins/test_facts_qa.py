@@ -10,6 +10,7 @@ import pytest
 from plugformer.build import build
 from plugformer.errors import ConfigError
 from plugformer.retrieval import DEFAULT_TEMPLATE, rag_prompt
+from plugformer.training.supervised import ChatTemplate, prompt_and_answer
 from plugformer_tasks.facts_qa import FactsBase, main, write_knowledge_base
 
 PASSAGE_LINE = re.compile(r"^\[(\d+)\] (.*)$")
@@ -101,10 +102,29 @@ def test_documents_ask_several_questions_about_their_passages_for_causal_lm_trai
             assert sum(f"{name}'s {attribute} is {answer}." in p for p in passages) == 1
 
 
+def test_train_records_may_be_chats_asking_several_questions_while_held_out_records_ask_one(registries):
+    source = facts(registries, seed=0, questions_per_record=4)
+    plain = facts(registries, seed=0)
+    for chat, record in zip(records(source, "train"), records(plain, "train")):
+        turns = chat["messages"]
+        assert [t["role"] for t in turns] == ["user", "assistant"] * 4
+        assert turns[0]["content"] == record["prompt"] and turns[1]["content"] == record["response"]
+        passages, _ = parse(record["prompt"])
+        for ask, answer in zip(turns[2::2], turns[3::2]):
+            name, attribute = re.match(r"^\nQuestion: What is (.+)'s (.+)\?\nAnswer:$", ask["content"]).groups()
+            assert sum(f"{name}'s {attribute} is{answer['content']}." in p for p in passages) == 1
+    assert records(source, "val") == records(plain, "val")
+    # with the plain chat template a chat record is read as one text: the prompt, then question after question
+    first = records(source, "train")[0]
+    pieces, answer = prompt_and_answer(first, ChatTemplate())
+    assert "".join(text for text, _ in pieces) + answer == "".join(t["content"] for t in first["messages"])
+
+
 @pytest.mark.parametrize("options, named", [({"distractors": 100}, "data.distractors=100"),
                                             ({"entities": 1}, "data.entities"),
                                             ({"questions_per_document": 0}, "data.questions_per_document"),
                                             ({"facts": 6}, "data.facts"),
+                                            ({"questions_per_record": 0}, "data.questions_per_record"),
                                             ({"template": "{question} only"}, "{passages}")])
 def test_bad_options_are_one_clear_line(registries, options, named):
     with pytest.raises(ConfigError, match=re.escape(named)):
