@@ -6,18 +6,21 @@ answers right?
    to disk with ``plugformer_tasks.facts_qa.write_knowledge_base``; its entities are split into train and
    held-out ones.
 2. A small model learns the "passages + question -> answer" format on TRAIN entities only, with the real CLI:
-   ``plugformer train data=facts_qa`` (causal LM on the task's documents: the RAG prompts and their answers,
-   BPE fitted on them) then ``plugformer finetune data=facts_qa`` (SFT: loss on the answer only). Each prompt
-   holds the gold passage among distractors, shuffled, exactly as ``plugformer.retrieval.rag_prompt`` writes it.
+   ``plugformer train data=facts_qa`` (a short causal-LM run on the task's documents, which fits the BPE
+   tokenizer and teaches the text's shape), then ``plugformer finetune data=facts_qa template=plain
+   data.questions_per_record=9`` (SFT, loss on the answers only; each train record is the RAG prompt followed by
+   nine questions about its passages, so a row teaches nine answers). Each prompt holds the gold passage among
+   distractors of the same split, shuffled, exactly as ``plugformer.retrieval.rag_prompt`` writes it.
 3. On the HELD-OUT entities' questions (facts the model never saw), greedy answers from
    ``plugformer.engine.Engine``, exact match against the answer:
    (a) with retrieval: top-k passages for the question from a BM25 index (bm25s) of the WHOLE knowledge base;
    (b) closed-book: the same model, the same prompt format with no passages;
-   plus retrieval recall@k of the gold passage, the oracle score (gold passage + random distractors: the
-   finetune run's own held-out exact match) and chance (the most frequent train answer of each attribute).
+   plus retrieval recall@k of the gold passage, the oracle score (the held-out records: gold passage + random
+   distractors) and chance (the most frequent train answer of each attribute).
 
-    python benchmarks/rag_answers.py                 # ~5-10 min on 2 cores
+    python benchmarks/rag_answers.py                 # the full run (see docs for its wall time and figures)
     python benchmarks/rag_answers.py --quick         # a smoke run: fewer entities and steps (far below target)
+    python benchmarks/rag_answers.py --checkpoint runs/qa   # score a model trained as this script trains one
 """
 from __future__ import annotations
 
@@ -32,9 +35,10 @@ from collections import Counter
 from pathlib import Path
 
 MODEL = ["tokenizer=bpe", "tokenizer.vocab_size=1024", "position=rope", "model.n_layers=4", "model.d_model=128",
-         "model.n_heads=4", "model.dropout=0.0", "data.seq_len=512"]
-FULL = {"entities": 2000, "pretrain_steps": 900, "finetune_steps": 200}
-QUICK = {"entities": 300, "pretrain_steps": 40, "finetune_steps": 20}
+         "model.n_heads=4", "model.dropout=0.0", "data.seq_len=384"]
+FACTS = 3  # facts per entity (products: weight, price, maker...; people: birthplace, job...; places: population...)
+FULL = {"entities": 3000, "pretrain_steps": 100, "finetune_steps": 1500}
+QUICK = {"entities": 300, "pretrain_steps": 20, "finetune_steps": 20}
 
 
 def plugformer(command: str, *args: str, work: Path, threads: int) -> None:
@@ -74,33 +78,37 @@ def exact_match(predicted: list[str], gold: list[str]) -> float:
     return sum(p == g for p, g in zip(predicted, gold)) / max(1, len(gold))
 
 
-def run(work: Path, entities: int, seed: int, k: int, pretrain_steps: int, finetune_steps: int, threads: int,
-        questions_cap: int) -> dict:
+def train(work: Path, entities: int, seed: int, k: int, pretrain_steps: int, finetune_steps: int,
+          threads: int) -> Path:
+    """The two CLI stages on TRAIN entities; returns the fine-tuned run directory."""
+    task = ["data=facts_qa", f"data.entities={entities}", f"data.facts={FACTS}", f"data.seed={seed}",
+            f"data.distractors={k - 1}"]
+    plugformer("train", *MODEL, *task, f"trainer.max_steps={pretrain_steps}", "trainer.batch_size=8",
+               "optimizer.lr=3e-3", "scheduler.warmup_steps=20", "trainer.eval_every=0", "trainer.save_every=0",
+               "trainer.callbacks=[metrics]", f"seed={seed}", f"hydra.run.dir={work / 'pretrain'}",
+               work=work, threads=threads)
+    plugformer("finetune", f"checkpoint={work / 'pretrain'}", *task, f"data.questions_per_record={FACTS * k}",
+               "data.seq_len=320", "template=plain", f"trainer.max_steps={finetune_steps}", "trainer.batch_size=8",
+               "optimizer.lr=3e-3", "scheduler.warmup_steps=20", "trainer.eval_every=0", "trainer.save_every=0",
+               "trainer.callbacks=[metrics]", "eval_examples=50", "max_new_tokens=12", f"seed={seed}",
+               f"hydra.run.dir={work / 'qa'}", work=work, threads=threads)
+    return work / "qa"
+
+
+def score(checkpoint: Path, work: Path, entities: int, seed: int, k: int, threads: int, questions_cap: int) -> dict:
+    """Held-out exact match of ``checkpoint`` with BM25 retrieval over the whole knowledge base, with oracle
+    passages, closed-book, and chance; retrieval recall@k."""
     import torch
 
     from plugformer import load_plugins
+    from plugformer.build import build
     from plugformer.engine import Engine
     from plugformer.retrieval import rag_prompt
     from plugformer_tasks.facts_qa import FactsBase, write_knowledge_base
 
     torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    base = FactsBase(seed=seed, entities=entities)
+    base = FactsBase(seed=seed, entities=entities, facts=FACTS)
     files = write_knowledge_base(work / "facts", base)
-    task = ["data=facts_qa", f"data.entities={entities}", f"data.seed={seed}", f"data.distractors={k - 1}"]
-    plugformer("train", *MODEL, *task, f"trainer.max_steps={pretrain_steps}", "trainer.batch_size=8",
-               "optimizer.lr=3e-3", "scheduler.warmup_steps=30", "trainer.eval_every=0", "trainer.save_every=0",
-               "trainer.callbacks=[metrics]", f"seed={seed}", f"hydra.run.dir={work / 'pretrain'}",
-               work=work, threads=threads)
-    t_pretrain = time.perf_counter() - t0
-    plugformer("finetune", f"checkpoint={work / 'pretrain'}", *task, "data.seq_len=256", "template=plain",
-               f"trainer.max_steps={finetune_steps}", "trainer.batch_size=16", "optimizer.lr=1e-3",
-               "scheduler.warmup_steps=10", "trainer.eval_every=0", "trainer.callbacks=[metrics]", "eval_examples=200",
-               "max_new_tokens=12", f"hydra.run.dir={work / 'qa'}", work=work, threads=threads)
-    t_train = time.perf_counter() - t0
-    finetune = json.loads((work / "qa" / "finetune.json").read_text())
-
-    # -- held-out questions: retrieval over the whole knowledge base vs closed-book -------------------------------
     held_out = [json.loads(line) for line in files.held_out_questions.read_text().splitlines()][:questions_cap]
     questions, gold = [q["question"] for q in held_out], [q["answer"] for q in held_out]
     docs = sorted(files.documents.glob("*.md"))
@@ -108,12 +116,17 @@ def run(work: Path, entities: int, seed: int, k: int, pretrain_steps: int, finet
     doc_ids = [d.stem for d in docs]
     hits = bm25_retriever(passages)(questions, k)
     recall = sum(q["id"] in {doc_ids[i] for i in row} for q, row in zip(held_out, hits)) / len(held_out)
-    load_plugins()
-    engine = Engine.from_checkpoint(work / "qa", device="cpu")
+    host = load_plugins()
+    engine = Engine.from_checkpoint(checkpoint, device="cpu")
     with_retrieval = answers(engine, [rag_prompt(q, [passages[i] for i in row]) for q, row in zip(questions, hits)],
                              12)
     closed_book = answers(engine, [rag_prompt(q, []) for q in questions], 12)
-    majority = {}
+    source = build(host.registries, "data", {"name": "facts_qa", "entities": entities, "facts": FACTS, "seed": seed,
+                                             "distractors": k - 1})
+    oracle_records = list(source.records("val"))[:questions_cap]
+    oracle = exact_match(answers(engine, [r["prompt"] for r in oracle_records], 12),
+                         [r["response"].strip() for r in oracle_records])
+    majority: dict[str, Counter] = {}
     for q in base.questions("train"):
         majority.setdefault(q.attribute, Counter())[q.answer] += 1
     attribute = {q.question: q.attribute for q in base.questions("val")}
@@ -123,11 +136,8 @@ def run(work: Path, entities: int, seed: int, k: int, pretrain_steps: int, finet
     return {"entities": entities, "train_entities": len(base.split_entities["train"]),
             "held_out_entities": len(base.split_entities["val"]), "held_out_questions": len(held_out), "k": k,
             "recall_at_k": recall, "em_with_retrieval": exact_match(with_retrieval, gold),
-            "em_closed_book": exact_match(closed_book, gold), "em_chance": chance,
-            "em_oracle_passages": finetune["exact_match_after"], "oracle_records": finetune["held_out_records"],
-            "pretrain_steps": pretrain_steps, "finetune_steps": finetune_steps, "params": finetune["params"],
-            "train_wall_s": t_train, "pretrain_wall_s": t_pretrain, "wall_s": time.perf_counter() - t0,
-            "examples": examples}
+            "em_closed_book": exact_match(closed_book, gold), "em_chance": chance, "em_oracle_passages": oracle,
+            "params": sum(p.numel() for p in engine.model.parameters()), "examples": examples}
 
 
 def main() -> None:
@@ -142,6 +152,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here too")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the runs here (default: a temp dir)")
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="score this fine-tuned checkpoint (trained as this script trains one) instead of training")
     args = ap.parse_args()
     sizes = dict(QUICK if args.quick else FULL)
     for key in sizes:
@@ -150,11 +162,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = (args.workdir or Path(tmp)).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        r = run(work, sizes["entities"], args.seed, args.k, sizes["pretrain_steps"], sizes["finetune_steps"],
-                args.threads, args.questions)
+        t0 = time.perf_counter()
+        checkpoint = args.checkpoint
+        if checkpoint is None:
+            checkpoint = train(work, sizes["entities"], args.seed, args.k, sizes["pretrain_steps"],
+                               sizes["finetune_steps"], args.threads)
+        trained = time.perf_counter() - t0
+        r = score(checkpoint, work, sizes["entities"], args.seed, args.k, args.threads, args.questions)
+        r.update(train_wall_s=trained, wall_s=time.perf_counter() - t0, checkpoint=str(checkpoint),
+                 **({} if args.checkpoint else {"pretrain_steps": sizes["pretrain_steps"],
+                                                 "finetune_steps": sizes["finetune_steps"]}))
+    how = (f"checkpoint {checkpoint}" if args.checkpoint else
+           f"{r['pretrain_steps']} CLM + {r['finetune_steps']} SFT steps ({r['train_wall_s']:.0f}s)")
     print(f"facts_qa: {r['entities']} fictional entities ({r['train_entities']} train, {r['held_out_entities']} "
-          f"held out), {r['held_out_questions']} held-out questions; model {r['params']:,} parameters, "
-          f"{r['pretrain_steps']} CLM + {r['finetune_steps']} SFT steps ({r['train_wall_s']:.0f}s)")
+          f"held out), {r['held_out_questions']} held-out questions; model {r['params']:,} parameters, {how}")
     rows = [("with retrieval (BM25 top-%d over the whole KB)" % r["k"], r["em_with_retrieval"], ">= 80%"),
             ("oracle passages (gold + %d distractors)" % (r["k"] - 1), r["em_oracle_passages"], ""),
             ("closed-book (same model, no passages)", r["em_closed_book"], "near chance"),
