@@ -333,7 +333,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--format", choices=KB_FORMATS, default="md")
     args = ap.parse_args(argv)
     try:
-        files = write_knowledge_base(args.out, FactsBase(args.seed, args.entities, args.val_fraction, args.facts), args.format)
+        base = FactsBase(args.seed, args.entities, args.val_fraction, args.facts)
+        files = write_knowledge_base(args.out, base, args.format)
     except ConfigError as exc:
         raise SystemExit(f"facts_qa: error: {exc}") from None
     print(f"documents: {files.documents}\nheld-out questions: {files.held_out_questions}\n"
