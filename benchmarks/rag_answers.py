@@ -41,7 +41,7 @@ MODEL = ["tokenizer=bpe", "tokenizer.vocab_size=1024", "position=rope", "model.n
 #: population, river...). The same seed draws the same names first, whatever the count, and the held-out
 #: partition is by name, so no stage ever sees a held-out entity.
 PRETRAIN_FACTS, FACTS = 5, 3
-FULL = {"pretrain_entities": 2000, "entities": 3000, "pretrain_steps": 450, "finetune_steps": 400}
+FULL = {"pretrain_entities": 2000, "entities": 3000, "pretrain_steps": 450, "finetune_steps": 1000}
 QUICK = {"pretrain_entities": 300, "entities": 300, "pretrain_steps": 20, "finetune_steps": 20}
 
 
