@@ -5,12 +5,14 @@ answers right?
 1. The ``facts_qa`` knowledge base (seeded fictional products, people and places; one passage each) is written
    to disk with ``plugformer_tasks.facts_qa.write_knowledge_base``; its entities are split into train and
    held-out ones.
-2. A small model learns the "passages + question -> answer" format on TRAIN entities only, with the real CLI:
-   ``plugformer train data=facts_qa`` (a short causal-LM run on the task's documents, which fits the BPE
-   tokenizer and teaches the text's shape), then ``plugformer finetune data=facts_qa template=plain
-   data.questions_per_record=9`` (SFT, loss on the answers only; each train record is the RAG prompt followed by
-   nine questions about its passages, so a row teaches nine answers). Each prompt holds the gold passage among
-   distractors of the same split, shuffled, exactly as ``plugformer.retrieval.rag_prompt`` writes it.
+2. A small model (BPE of 1024 fitted on the task, 4 layers, d_model 128: 0.92M parameters) learns the
+   "passages + question -> answer" format on TRAIN entities only, with the real CLI: ``plugformer train
+   data=facts_qa`` (450 causal-LM steps on the task's documents: each a RAG prompt followed by eight questions
+   about its passages and their answers; this is where the model learns to look answers up), then ``plugformer
+   finetune data=facts_qa template=plain data.questions_per_record=9`` (1000 SFT steps, loss on the answers only;
+   each train record is the RAG prompt followed by nine questions about its passages). Each prompt holds the
+   gold passage among distractors of the same split, shuffled, exactly as ``plugformer.retrieval.rag_prompt``
+   writes it.
 3. On the HELD-OUT entities' questions (facts the model never saw), greedy answers from
    ``plugformer.engine.Engine``, exact match against the answer:
    (a) with retrieval: top-k passages for the question from a BM25 index (bm25s) of the WHOLE knowledge base;
