@@ -217,20 +217,24 @@ class FactsQATask(TextSource):
             if not follow_ups:
                 yield record
                 continue
-            messages = [{"role": "user", "content": record["prompt"]},
-                        {"role": "assistant", "content": record["response"]}]
-            for question, answer in follow_ups:
-                messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            # an answer followed by another question ends its line: the model learns to stop after every answer
+            answers = [record["response"]] + [answer for _, answer in follow_ups]
+            questions = [record["prompt"]] + [question for question, _ in follow_ups]
+            messages = []
+            for i, (question, answer) in enumerate(zip(questions, answers)):
+                messages += [{"role": "user", "content": question},
+                             {"role": "assistant", "content": answer + ("\n" if i < len(answers) - 1 else "")}]
             yield {"messages": messages}
 
     def _follow_ups(self, shown: list[Entity], n: int, rng: random.Random) -> list[tuple[str, str]]:
-        """``n`` more (question turn, " answer") pairs about facts of the ``shown`` passages, written with the
-        template's part after ``{passages}`` (none when the template puts the question before the passages)."""
+        """``n`` more (question, " answer") pairs about facts of the ``shown`` passages, each question written with
+        the template's part after ``{passages}`` (none when the template puts the question before the passages);
+        a new line goes between an answer and the next question."""
         head, _, tail = self.template.partition("{passages}")
         if n <= 0 or "{question}" in head:
             return []
         facts = [(e.name, a, v) for e in shown for a, v in e.facts]
-        return [("\n" + tail.format(question=question_text(name, attribute)).lstrip("\n"), " " + value)
+        return [(tail.format(question=question_text(name, attribute)).lstrip("\n"), " " + value)
                 for name, attribute, value in rng.sample(facts, min(n, len(facts)))]
 
     def _drawn(self, split: str) -> list[tuple[dict[str, str], list[Entity]]]:
@@ -269,7 +273,8 @@ class FactsQATask(TextSource):
         rng = random.Random(f"facts_qa|{GENERATOR_VERSION}|{self.base.seed}|{split}|documents")
         extra = int(self.config.questions_per_document) - 1
         for record, shown in self._drawn(split):
-            yield record["prompt"] + record["response"] + "".join(q + a for q, a in self._follow_ups(shown, extra, rng))
+            follow_ups = self._follow_ups(shown, extra, rng)
+            yield record["prompt"] + record["response"] + "".join("\n" + q + a for q, a in follow_ups)
 
     def fingerprint(self) -> str:
         params = {k: (v.value if hasattr(v, "value") else v) for k, v in vars(self.config).items()}

@@ -95,6 +95,7 @@ def test_documents_ask_several_questions_about_their_passages_for_causal_lm_trai
     source = facts(registries, seed=0, questions_per_document=5)
     for document, record in zip(source.documents("train"), records(source, "train")):
         assert document.startswith(record["prompt"] + record["response"] + "\nQuestion: What is ")
+        assert document.split("\nQuestion: ")[2:] and "\n\n" not in document.split("Question: ", 1)[1]
         passages, _ = parse(record["prompt"])
         extra = re.findall(r"\nQuestion: What is (.+)'s (.+)\?\nAnswer: (.+)", document[len(record["prompt"]):])
         assert len(extra) == 4
@@ -108,11 +109,12 @@ def test_train_records_may_be_chats_asking_several_questions_while_held_out_reco
     for chat, record in zip(records(source, "train"), records(plain, "train")):
         turns = chat["messages"]
         assert [t["role"] for t in turns] == ["user", "assistant"] * 4
-        assert turns[0]["content"] == record["prompt"] and turns[1]["content"] == record["response"]
+        assert turns[0]["content"] == record["prompt"] and turns[1]["content"] == record["response"] + "\n"
         passages, _ = parse(record["prompt"])
+        assert all(t["content"].endswith("\n") for t in turns[1:-1:2]) and not turns[-1]["content"].endswith("\n")
         for ask, answer in zip(turns[2::2], turns[3::2]):
-            name, attribute = re.match(r"^\nQuestion: What is (.+)'s (.+)\?\nAnswer:$", ask["content"]).groups()
-            assert sum(f"{name}'s {attribute} is{answer['content']}." in p for p in passages) == 1
+            name, attribute = re.match(r"^Question: What is (.+)'s (.+)\?\nAnswer:$", ask["content"]).groups()
+            assert sum(f"{name}'s {attribute} is{answer['content'].rstrip()}." in p for p in passages) == 1
     assert records(source, "val") == records(plain, "val")
     # with the plain chat template a chat record is read as one text: the prompt, then question after question
     first = records(source, "train")[0]
