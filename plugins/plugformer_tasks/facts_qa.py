@@ -217,13 +217,12 @@ class FactsQATask(TextSource):
             if not follow_ups:
                 yield record
                 continue
-            # an answer followed by another question ends its line: the model learns to stop after every answer
+            # every answer ends its line (the last one then the end of text): the model learns to stop after each
             answers = [record["response"]] + [answer for _, answer in follow_ups]
             questions = [record["prompt"]] + [question for question, _ in follow_ups]
             messages = []
-            for i, (question, answer) in enumerate(zip(questions, answers)):
-                messages += [{"role": "user", "content": question},
-                             {"role": "assistant", "content": answer + ("\n" if i < len(answers) - 1 else "")}]
+            for question, answer in zip(questions, answers):
+                messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer + "\n"}]
             yield {"messages": messages}
 
     def _follow_ups(self, shown: list[Entity], n: int, rng: random.Random) -> list[tuple[str, str]]:

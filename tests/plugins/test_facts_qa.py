@@ -111,7 +111,7 @@ def test_train_records_may_be_chats_asking_several_questions_while_held_out_reco
         assert [t["role"] for t in turns] == ["user", "assistant"] * 4
         assert turns[0]["content"] == record["prompt"] and turns[1]["content"] == record["response"] + "\n"
         passages, _ = parse(record["prompt"])
-        assert all(t["content"].endswith("\n") for t in turns[1:-1:2]) and not turns[-1]["content"].endswith("\n")
+        assert all(t["content"].endswith("\n") for t in turns[1::2])
         for ask, answer in zip(turns[2::2], turns[3::2]):
             name, attribute = re.match(r"^Question: What is (.+)'s (.+)\?\nAnswer:$", ask["content"]).groups()
             assert sum(f"{name}'s {attribute} is{answer['content'].rstrip()}." in p for p in passages) == 1
