@@ -25,3 +25,8 @@ def plugformer_register(registries):
         "uppercase", "plugformer_tasks.source:UppercaseTask", schema=f"{_SCHEMAS}:UppercaseConfig",
         description="task: 'up abc=' → 'ABC' (lowercase strings of min_len..max_len letters)",
         capabilities={})
+    registries.data.register(
+        "facts_qa", "plugformer_tasks.facts_qa:FactsQATask", schema=f"{_SCHEMAS}:FactsQAConfig",
+        description="task: fictional facts; RAG prompt (gold + distractor passages) + question → ' answer'; "
+                    "held-out entities never in train",
+        capabilities={})

@@ -1,6 +1,7 @@
 """Config schemas of the built-in tasks (torch-free)."""
 from dataclasses import dataclass
 from enum import Enum
+from typing import Optional
 
 from plugformer.config import bounded
 
@@ -38,3 +39,15 @@ class ReverseConfig(TaskConfig):
 @dataclass
 class UppercaseConfig(ReverseConfig):
     prompt: str = "up {text}="
+
+
+@dataclass
+class FactsQAConfig:
+    seed: int = bounded(0, ge=0)  # which fictional entities and facts are generated
+    entities: int = bounded(1000, ge=2)  # entities in the knowledge base (each: one passage, five questions)
+    val_fraction: float = bounded(0.2, gt=0, lt=1)  # share of entities held out (their facts never in train)
+    facts: int = bounded(5, ge=1, le=5)  # facts (and questions) per entity, of the five attributes of its kind
+    distractors: int = bounded(2, ge=0)  # other passages beside the gold one in each prompt (k = distractors + 1)
+    questions_per_document: int = bounded(8, ge=1)  # questions (with answers) per document for `plugformer train`
+    questions_per_record: int = bounded(1, ge=1)  # >1: train records are chats asking this many questions
+    template: Optional[str] = None  # the RAG prompt ({passages}, {question}); None: plugformer.retrieval's default

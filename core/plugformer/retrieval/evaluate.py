@@ -1,7 +1,7 @@
 """Measuring retrieval: recall@k, MRR@10, nDCG@10 and query latency of an index over labelled queries.
 
-A labelled query names what is relevant to it by chunk id or by source (a file, a ``pydoc:`` topic, a .jsonl
-line's id): a retrieved chunk is relevant when its id or its ``source`` is among them, and each relevant item
+A labelled query names what is relevant to it by chunk id or by source (a file, with or without its suffix, a
+``pydoc:`` topic, a .jsonl line's id): a retrieved chunk is relevant when its id or its ``source`` is among them, and each relevant item
 counts once. Queries come from a .jsonl file: ``{"query" (or "question"), "relevant": [ids or sources]}`` or
 ``{"query", "source": "..."}``.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from plugformer.errors import PlugformerError
+from plugformer.retrieval.chunking import DOCUMENT_SUFFIXES
 from plugformer.retrieval.index import Index, SearchResult
 
 #: the cut-offs recall is reported at
@@ -66,7 +67,10 @@ def _relevant_ranks(results: Sequence[SearchResult], relevant: frozenset[str]) -
     """1-based ranks at which a not-yet-seen relevant item appears."""
     seen, ranks = set(), []
     for rank, result in enumerate(results, 1):
-        keys = {result.chunk.id, str(result.chunk.metadata.get("source"))} & relevant
+        source = str(result.chunk.metadata.get("source"))
+        stem, dot, suffix = source.rpartition(".")
+        names = {result.chunk.id, source, *((stem,) if dot and f".{suffix}" in DOCUMENT_SUFFIXES else ())}
+        keys = names & relevant
         new = keys - seen
         if new:
             seen |= keys
