@@ -1,8 +1,8 @@
 """Measuring retrieval: recall@k, MRR@10, nDCG@10 and query latency of an index over labelled queries.
 
 A labelled query names what is relevant to it by chunk id or by source (a file, with or without its suffix, a
-``pydoc:`` topic, a .jsonl line's id): a retrieved chunk is relevant when its id or its ``source`` is among them, and each relevant item
-counts once. Queries come from a .jsonl file: ``{"query" (or "question"), "relevant": [ids or sources]}`` or
+``pydoc:`` topic, a .jsonl line's id): a retrieved chunk is relevant when its id or its ``source`` is among
+them, and each relevant item counts once. Queries come from a .jsonl file: ``{"query" (or "question"), "relevant": [ids or sources]}`` or
 ``{"query", "source": "..."}``.
 """
 from __future__ import annotations
