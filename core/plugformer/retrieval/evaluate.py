@@ -2,8 +2,8 @@
 
 A labelled query names what is relevant to it by chunk id or by source (a file, with or without its suffix, a
 ``pydoc:`` topic, a .jsonl line's id): a retrieved chunk is relevant when its id or its ``source`` is among
-them, and each relevant item counts once. Queries come from a .jsonl file: ``{"query" (or "question"), "relevant": [ids or sources]}`` or
-``{"query", "source": "..."}``.
+them, and each relevant item counts once. Queries come from a .jsonl file: ``{"query" (or "question"),
+"relevant": [ids or sources]}`` or ``{"query", "source": "..."}``.
 """
 from __future__ import annotations
 
