@@ -196,7 +196,7 @@ class FactsQATask(TextSource):
             if isinstance(value, bool) or int(value) < 1:
                 raise ConfigError(f"data.{key} must be an integer >= 1, got {value!r}")
         self.base = FactsBase(int(config.seed), int(config.entities), float(config.val_fraction), int(config.facts))
-        from plugformer.retrieval.prompt import DEFAULT_TEMPLATE, check_template
+        from plugformer.retrieval import DEFAULT_TEMPLATE, check_template
 
         self.template = check_template(config.template if config.template else DEFAULT_TEMPLATE)
         for split, members in self.base.split_entities.items():
@@ -245,7 +245,7 @@ class FactsQATask(TextSource):
         return self._cache[split]
 
     def _draw(self, split: str) -> list[tuple[dict[str, str], list[Entity]]]:
-        from plugformer.retrieval.prompt import rag_prompt
+        from plugformer.retrieval import rag_prompt
 
         members = self.base.split_entities[split]
         by_id = {e.doc_id: e for e in members}

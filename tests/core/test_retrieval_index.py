@@ -1,91 +1,21 @@
 """The index directory: build from documents, search, re-sync only what changed, survive crashes, refuse a
 different embedder and damaged files in one line. Uses two toy components registered here (a hashing
 bag-of-words embedder and an exact numpy retriever), so the core is tested without any plugin."""
-import hashlib
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from plugformer.errors import ConfigError, PlugformerError
-from plugformer.interfaces import Embedder, Hit, Retriever, check_vectors, normalize_rows
-from plugformer.registry import Registries
 from plugformer.retrieval.chunking import Chunker, Document, read_documents
 from plugformer.retrieval.index import CHUNKS_FILE, MANIFEST_FILE, Index
 from plugformer.retrieval.knowledge import pydoc_topics
-
-
-@dataclass
-class HashConfig:
-    dim: int = 64
-    salt: str = ""
-
-
-class HashEmbedder(Embedder):
-    """Words hashed into ``dim`` buckets: texts sharing words are near."""
-
-    @property
-    def dim(self):
-        return self.config.dim
-
-    def identity(self):
-        return {"name": "hash", "dim": self.config.dim, "salt": self.config.salt}
-
-    def embed(self, texts, *, role="passage"):
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                out[row, int(hashlib.md5((self.config.salt + word).encode()).hexdigest(), 16) % self.dim] += 1
-        return normalize_rows(out)
-
-
-class ExactRetriever(Retriever):
-    def __init__(self, config, context):
-        super().__init__(config, context)
-        self.keys: list[str] = []
-        self.matrix = np.zeros((0, context.dim), dtype=np.float32)
-
-    def add(self, chunks, vectors):
-        vectors = check_vectors(vectors, len(chunks), self.dim)
-        for c in chunks:
-            if c.id in self.keys:
-                raise PlugformerError(f"id {c.id!r} is already indexed")
-        self.keys += [c.id for c in chunks]
-        self.matrix = np.concatenate([self.matrix, vectors])
-
-    def delete(self, ids):
-        keep = [i for i, key in enumerate(self.keys) if key not in set(ids)]
-        removed = len(self.keys) - len(keep)
-        self.keys, self.matrix = [self.keys[i] for i in keep], self.matrix[keep]
-        return removed
-
-    def search(self, texts, vectors, k, **options):
-        scores = check_vectors(vectors, len(texts), self.dim) @ self.matrix.T
-        return [[Hit(self.keys[j], float(row[j])) for j in np.argsort(-row, kind="stable")[:k]] for row in scores]
-
-    def ids(self):
-        return iter(self.keys)
-
-    def save(self, directory):
-        (directory / "exact.json").write_text(json.dumps({"ids": self.keys, "vectors": self.matrix.tolist()}))
-
-    @classmethod
-    def load(cls, config, context, directory):
-        data = json.loads((directory / "exact.json").read_text())
-        out = cls(config, context)
-        out.keys, out.matrix = data["ids"], np.array(data["vectors"], dtype=np.float32).reshape(-1, context.dim)
-        return out
+from plugformer.testing.retrieval_toys import ExactRetriever, toy_registries
 
 
 @pytest.fixture()
 def registries():
-    regs = Registries()
-    regs.embedder.register("hash", f"{__name__}:HashEmbedder", schema=HashConfig)
-    regs.retriever.register("exact", f"{__name__}:ExactRetriever")
-    return regs
+    return toy_registries()
 
 
 def kb(tmp_path: Path) -> Path:

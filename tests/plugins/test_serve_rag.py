@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import json
-import re
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -24,11 +21,10 @@ import numpy as np
 import pytest
 
 from plugformer.errors import PlugformerError
-from plugformer.interfaces import Embedder, Hit, Retriever, check_vectors, normalize_rows
 from plugformer.interfaces.retrieval import Chunk
-from plugformer.registry import Registries
 from plugformer.retrieval import Index, rag_prompt
 from plugformer.retrieval.rag import fitted_prompt
+from plugformer.testing.retrieval_toys import HashConfig, HashEmbedder, toy_registries
 from plugformer_serve.app import create_app
 from plugformer_serve.command import parse
 from plugformer_serve.schemas import OpenAIServerConfig
@@ -46,75 +42,9 @@ FACTS = {
 }
 
 
-# ---- two toy components: the server is tested without any retrieval plugin --------------------------------
-
-@dataclass
-class HashConfig:
-    dim: int = 64
-    salt: str = ""
-
-
-class HashEmbedder(Embedder):
-    """Words hashed into ``dim`` buckets: texts sharing words are near."""
-
-    @property
-    def dim(self):
-        return self.config.dim
-
-    def identity(self):
-        return {"name": "hash", "dim": self.config.dim, "salt": self.config.salt}
-
-    def embed(self, texts, *, role="passage"):
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            words = re.findall(r"\w+", text.lower())
-            if not words:
-                raise PlugformerError(f"cannot embed text {row} ({text!r}): it has no words")
-            for word in words:
-                out[row, int(hashlib.md5((self.config.salt + word).encode()).hexdigest(), 16) % self.dim] += 1
-        return normalize_rows(out)
-
-
-class ExactRetriever(Retriever):
-    def __init__(self, config, context):
-        super().__init__(config, context)
-        self.keys: list[str] = []
-        self.matrix = np.zeros((0, context.dim), dtype=np.float32)
-
-    def add(self, chunks, vectors):
-        self.keys += [c.id for c in chunks]
-        self.matrix = np.concatenate([self.matrix, check_vectors(vectors, len(chunks), self.dim)])
-
-    def delete(self, ids):
-        keep = [i for i, key in enumerate(self.keys) if key not in set(ids)]
-        removed = len(self.keys) - len(keep)
-        self.keys, self.matrix = [self.keys[i] for i in keep], self.matrix[keep]
-        return removed
-
-    def search(self, texts, vectors, k, **options):
-        scores = check_vectors(vectors, len(texts), self.dim) @ self.matrix.T
-        return [[Hit(self.keys[j], float(row[j])) for j in np.argsort(-row, kind="stable")[:k]] for row in scores]
-
-    def ids(self):
-        return iter(self.keys)
-
-    def save(self, directory):
-        (directory / "exact.json").write_text(json.dumps({"ids": self.keys, "vectors": self.matrix.tolist()}))
-
-    @classmethod
-    def load(cls, config, context, directory):
-        data = json.loads((directory / "exact.json").read_text())
-        out = cls(config, context)
-        out.keys, out.matrix = data["ids"], np.array(data["vectors"], dtype=np.float32).reshape(-1, context.dim)
-        return out
-
-
 @pytest.fixture(scope="module")
 def registries():
-    regs = Registries()
-    regs.embedder.register("hash", HashEmbedder, schema=HashConfig)
-    regs.retriever.register("exact", ExactRetriever)
-    return regs
+    return toy_registries()  # the server is tested without any retrieval plugin
 
 
 def fact_index(registries, facts=FACTS) -> Index:
