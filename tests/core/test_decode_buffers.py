@@ -11,7 +11,6 @@ from plugformer.engine import Engine, SamplingParams
 from plugformer.engine.kv import DecodeBuffers, PagedKVCache
 from plugformer.engine.layout import transpose_linear_weights
 from plugformer.errors import ConfigError
-from plugformer_text.byte_tokenizer import ByteTokenizer
 
 CONTEXT = 96
 SHARED = b"# a shared system prompt, the same for every request\n"
@@ -19,21 +18,6 @@ PROMPTS = [SHARED + b"def a(", b"import os\n", b"x", SHARED + b"class P:\n    de
            SHARED + b"return None"]
 
 
-@pytest.fixture
-def tiny_model(builtin_host, tiny_config):
-    def make(position: str = "learned", **model):
-        cfg = tiny_config(f"position={position}").copy()
-        cfg.model.max_seq_len = CONTEXT
-        cfg.model.init_std = 0.3
-        for key, value in model.items():
-            cfg.model[key] = value
-        torch.manual_seed(0)
-        from plugformer.model import build_model
-
-        tokenizer = ByteTokenizer(None)
-        return build_model(cfg, builtin_host.registries, tokenizer.vocab_size), tokenizer
-
-    return make
 
 
 def pool_rows(cache: PagedKVCache, blocks: list[int], length: int, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
