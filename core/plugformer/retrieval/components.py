@@ -99,13 +99,10 @@ def node_dict(node: str | Mapping[str, Any]) -> dict[str, Any]:
     """A config node as a plain JSON-able dict with ``name`` (how an index records the retriever it holds)."""
     if isinstance(node, str):
         return {"name": node}
-    try:
-        from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
-        if isinstance(node, DictConfig):
-            return dict(OmegaConf.to_container(node, resolve=True))
-    except ImportError:  # pragma: no cover - omegaconf is a core dependency
-        pass
+    if isinstance(node, DictConfig):
+        return dict(OmegaConf.to_container(node, resolve=True))
     return dict(node)
 
 
