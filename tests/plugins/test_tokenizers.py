@@ -213,18 +213,10 @@ def test_sentencepiece_availability_matches_the_import():
 
 
 @pytest.fixture(scope="module")
-def spm_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def spm_model(tmp_path_factory: pytest.TempPathFactory, train_spm) -> Path:
     if not SPM_AVAILABLE:
         pytest.skip("sentencepiece is not installed (pip install 'plugformer[sentencepiece]')")
-    import sentencepiece
-
-    root = tmp_path_factory.mktemp("spm")
-    (root / "corpus.txt").write_text("".join(CORPUS), encoding="utf-8")
-    sentencepiece.SentencePieceTrainer.train(
-        input=str(root / "corpus.txt"), model_prefix=str(root / "tiny"), vocab_size=400, model_type="unigram",
-        byte_fallback=True, pad_id=3, control_symbols=["<mask>"], hard_vocab_limit=False,
-        minloglevel=2, num_threads=1)
-    return root / "tiny.model"
+    return train_spm(tmp_path_factory.mktemp("spm"), CORPUS)
 
 
 def test_sentencepiece_loads_a_model_and_round_trips_its_normal_form(spm_model: Path, tmp_path: Path):

@@ -265,8 +265,9 @@ def _decode(entry: Entry, device: str, dims: Any, options: dict[str, Any], with_
     return full
 
 
-def _decode_cases(entry: Entry) -> list[tuple[Any, dict[str, Any], bool]]:
-    """(dims, options, with_bias) of each KV-cache case the entry's other capabilities call for."""
+def _capability_cases(entry: Entry, window: int) -> list[tuple[Any, dict[str, Any], bool]]:
+    """(dims, options, with_bias) of each case the entry's other capabilities call for: plain, with an
+    attention bias, with fewer kv heads (GQA), with a sliding ``window``."""
     caps = entry.capabilities
     cases = [(tiny_dims(), {}, False)]
     if caps.get("attention_bias"):
@@ -274,14 +275,14 @@ def _decode_cases(entry: Entry) -> list[tuple[Any, dict[str, Any], bool]]:
     if caps.get("gqa"):
         cases.append((tiny_dims(n_kv_heads=2), {}, False))
     if caps.get("sliding_window"):
-        cases.append((tiny_dims(), {"window": 3}, False))
+        cases.append((tiny_dims(), {"window": window}, False))
     return cases
 
 
 @contract("attention", needs=("kv_cache", "causal"))
 def test_kv_cache_decoding_matches_full_recomputation(entry: Entry) -> None:
     for device in devices(entry):
-        for dims, options, with_bias in _decode_cases(entry):
+        for dims, options, with_bias in _capability_cases(entry, window=3):
             _decode(entry, device, dims, options, with_bias)
 
 
@@ -308,26 +309,13 @@ def _ragged_bias(offsets: torch.Tensor, tq: int, tk: int) -> torch.Tensor:
     return -slopes[None, :, None, None] * distance[:, None]
 
 
-def _ragged_cases(entry: Entry) -> list[tuple[Any, dict[str, Any], bool]]:
-    """(dims, options, with_bias) of each ragged case the entry's other capabilities call for."""
-    caps = entry.capabilities
-    cases = [(tiny_dims(), {}, False)]
-    if caps.get("attention_bias"):
-        cases.append((tiny_dims(), {}, True))
-    if caps.get("gqa"):
-        cases.append((tiny_dims(n_kv_heads=2), {}, False))
-    if caps.get("sliding_window"):
-        cases.append((tiny_dims(), {"window": 2}, False))
-    return cases
-
-
 @contract("attention", needs=("ragged",))
 def test_ragged_rows_equal_each_row_alone(entry: Entry) -> None:
     """Row ``b`` of a ragged call (``q_offset`` and ``kv_lengths`` tensors, keys right-padded) equals the
     backend's output for that row alone: its real queries, its real keys, ``q_offset=int``."""
     for device in devices(entry):
         for causal in modes(entry):
-            for dims, options, with_bias in _ragged_cases(entry):
+            for dims, options, with_bias in _capability_cases(entry, window=2):
                 attn = backend(entry, device, dims, **options)
                 q, k, v, offsets, lengths = _ragged_inputs(device, dims.n_kv_heads, extra_keys=2)
                 bias = _ragged_bias(offsets, q.shape[2], k.shape[2]) if with_bias else None
@@ -471,7 +459,7 @@ def test_sliding_window_matches_reference(entry: Entry) -> None:
 @contract("attention", needs=("exact_softmax", "kv_cache", "causal"))
 def test_kv_cache_decoding_matches_reference(entry: Entry) -> None:
     for device in devices(entry):
-        for dims, options, with_bias in _decode_cases(entry):
+        for dims, options, with_bias in _capability_cases(entry, window=3):
             full = _decode(entry, device, dims, options, with_bias)
             q, k, v = qkv(device, kv_heads=dims.n_kv_heads, seed=10)
             bias = randn(1, 4, T, T, seed=11, device=device) if with_bias else None
