@@ -125,3 +125,38 @@ def test_the_ragged_mask_is_built_once_per_pass_and_rebuilt_after_a_change():
     again = ragged_mask(2, 1, 8, offsets, lengths, causal=True, window=None, device=torch.device("cpu"))
     assert torch.equal(again, ragged_visibility(2, 1, 8, offsets, lengths, causal=True, window=None, device="cpu"))
     assert not torch.equal(again, first)
+
+
+@pytest.mark.parametrize("decode_buffers", [True, False])
+def test_rows_that_all_sit_at_one_position_decode_in_the_single_sequence_form(tiny_model, builtin_host,
+                                                                               decode_buffers):
+    """A lone request is not ragged: the backends get a plain int offset and no key lengths (no mask, the
+    kernels' fast paths), and the tokens are those of the ragged form."""
+    net, tokenizer = tiny_model("rope")
+    seen: list[tuple[type, bool]] = []
+    backend = net.blocks[0].attn.backend
+    forward = backend.forward
+
+    def spy(q, k, v, **kw):
+        seen.append((type(kw["q_offset"]), kw.get("kv_lengths") is None))
+        return forward(q, k, v, **kw)
+
+    backend.forward = spy
+    engine = Engine(net, tokenizer, registries=builtin_host.registries, block_size=4, decode_buffers=decode_buffers,
+                    prefix_caching=False)
+    params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    fast = engine.generate([list(b"def main(")], params)[0]
+    assert seen and all(kind is int and no_lengths for kind, no_lengths in seen)
+
+    from plugformer.engine import kv
+
+    for batch_type in (kv.DecodeBatch, kv.PagedBatch):  # the same requests, forced through the ragged form
+        batch_type.uniform_offset = property(lambda self: None, lambda self, value: None)
+    try:
+        seen.clear()
+        ragged = engine.generate([list(b"def main(")], params)[0]
+    finally:
+        for batch_type in (kv.DecodeBatch, kv.PagedBatch):
+            del batch_type.uniform_offset
+    assert seen and all(kind is not int for kind, _ in seen)
+    assert [c.token_ids for c in ragged.outputs] == [c.token_ids for c in fast.outputs]

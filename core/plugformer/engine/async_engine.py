@@ -38,6 +38,12 @@ class EngineStopped(PlugformerError):
 _DONE = object()  # end-of-stream marker put after a request's last delta
 
 
+def _put_all(items: list[tuple[asyncio.Queue, object]]) -> None:
+    """Runs on the event loop: hand each delta to its request's queue, in order."""
+    for queue, item in items:
+        queue.put_nowait(item)
+
+
 @dataclass
 class _Route:
     """Where one request's deltas go, and how many of its samples are still running."""
@@ -133,12 +139,15 @@ class AsyncEngine:
 
     def _deliver(self, deltas: list[StreamDelta]) -> None:
         finished: list[tuple[_Route, str]] = []
+        # one wake-up of each event loop per step, not one per delta: a thread-safe call writes to the
+        # loop's self-pipe and makes it switch threads, which adds up with many streams per step
+        batches: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, object]]] = {}
         with self._cond:
             for delta in deltas:
                 route = self._routes.get(delta.request_id)
                 if route is None:
                     continue
-                route.loop.call_soon_threadsafe(route.queue.put_nowait, delta)
+                batches.setdefault(route.loop, []).append((route.queue, delta))
                 if delta.finish_reason is not None:
                     route.remaining -= 1
                     if route.remaining == 0:
@@ -146,6 +155,8 @@ class AsyncEngine:
                         del self._routes[delta.request_id]
             if finished:
                 self._cond.notify_all()
+        for loop, items in batches.items():
+            loop.call_soon_threadsafe(_put_all, items)
         for route, request_id in finished:
             output = self.engine.output(request_id)
             self.engine.release(request_id)

@@ -108,6 +108,8 @@ class PagedBatch(RaggedBatch):
         rows = torch.where(real, first + steps, first)  # (B, T) positions; padding repeats the row's first
         self.write_slots = slots.gather(1, rows)[real]
         self.real = None if all(n == T for n in q_lengths) else real.reshape(-1).nonzero().squeeze(1)
+        if self.real is None and min(q_offsets) == max(q_offsets):
+            self.uniform_offset = q_offsets[0]
         self.positions = Positions.ragged(rows, min(q_offsets), self.max_kv)
         self.layers = [_LayerView(self, i) for i in range(len(cache.k))]
 
@@ -282,6 +284,8 @@ class DecodeBatch(RaggedBatch):
         self.dense_slots = ((rows * H + torch.arange(H, device=device)) * L + self.q_offsets.unsqueeze(1)).reshape(-1)
         self.positions = Positions.ragged(self.q_offsets.unsqueeze(1), min(offsets), self.max_kv)
         self.layers = [_DecodeLayerView(self, i) for i in range(buffers.n_layers)]
+        if min(offsets) == self.max_kv - 1:  # every row at the same position
+            self.uniform_offset = self.max_kv - 1
 
     def last_token_index(self) -> Tensor:
         """Every row's one token: indices ``0 .. B-1``."""

@@ -135,3 +135,8 @@ class RaggedBatch(ABC):
     max_kv: int
     #: one :class:`LayerKV` per transformer block
     layers: Sequence[LayerKV]
+    #: set (a host int) when the batch is not ragged after all: every row's queries start at this position,
+    #: every row computes all ``T`` queries and has every key real (a batch of one sequence, or rows in
+    #: step). The model then hands the backends the single-sequence form (``q_offset``
+    #: this int, no ``kv_lengths``: no mask to build, the kernels' fast paths) and uniform positions.
+    uniform_offset: int | None = None

@@ -112,8 +112,12 @@ class Transformer(nn.Module):
         not the whole prompt's."""
         T = tokens.shape[1]
         if isinstance(cache, RaggedBatch):
-            offset, kv_lengths = cache.q_offsets, cache.kv_lengths
-            positions, key_positions = cache.positions, Positions(0, cache.max_kv, tokens.device)
+            if cache.uniform_offset is not None:  # every row at one position: the single-sequence form
+                offset, kv_lengths = cache.uniform_offset, None
+                positions = Positions(offset, T, tokens.device)
+            else:
+                offset, kv_lengths, positions = cache.q_offsets, cache.kv_lengths, cache.positions
+            key_positions = Positions(0, cache.max_kv, tokens.device)
             layer_caches: list = list(cache.layers)
         else:
             offset, kv_lengths = (cache.length if cache is not None else 0), None
