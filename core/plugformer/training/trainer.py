@@ -40,6 +40,7 @@ from plugformer.run import RunInfo, TrainingState
 from plugformer.checkpoint.rundir import claim_run_dir, finite_or_none, last_checkpoint, resume_checkpoint
 from plugformer.training.data import training_data
 from plugformer.training.nonfinite import NonFiniteGuard
+from plugformer.training.retrieval_eval import HeldOutRetrieval
 
 
 def run_training(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, Any]:
@@ -106,6 +107,9 @@ class Trainer:
         # keeps driving the learning rate of the optimizer's param groups
         self.model, self.optimizer = strategy.prepare(self.model, self.optimizer, batch_size=t.batch_size,
                                                       grad_accum=t.grad_accum, grad_clip=t.grad_clip)
+        # retriever=...: the final evaluation also measures the model as a retrieval embedder (checked now)
+        self.retrieval = HeldOutRetrieval.from_config(cfg, registries, getattr(self.data, "source", None),
+                                                      strategy.world_size)
         if strategy.is_main:
             self._warn(resume_from)
         self.step = self._restore(resume_from) if resume_from else 0
@@ -180,6 +184,9 @@ class Trainer:
                 last_time, last_logged = time.perf_counter(), self.step
             if (t.eval_every and self.step % t.eval_every == 0) or final or stop:
                 eval_metrics = self.evaluate()
+                if (final or stop) and self.retrieval is not None:  # the run's last evaluation
+                    eval_metrics.update(self.retrieval.scores(self.strategy.unwrap(self.model), self.tokenizer,
+                                                              self.cfg, str(self.device), self.run_dir))
                 hook.plugformer_evaluate(run=self.run, step=self.step, metrics=eval_metrics, state=self.state)
                 stop = stop or self._stop_requested()
             if (t.save_every and self.step % t.save_every == 0) or final or stop:
