@@ -14,7 +14,7 @@ from plugformer.interfaces import TextSource
 from plugformer.interfaces.retrieval import Embedder, normalize_rows
 from plugformer.report import collect, csv_text, markdown
 from plugformer.testing.retrieval_toys import toy_registries
-from plugformer.training.retrieval_eval import RETRIEVAL_METRICS, held_out_pairs, score_pairs
+from plugformer.training.retrieval_eval import RETRIEVAL_METRICS, score_pairs, val_pairs
 
 QUERIES = [f"question {i}" for i in range(30)]
 POSITIVES = [f"answer {i}" for i in range(30)]
@@ -129,14 +129,14 @@ class Pairs(TextSource):
 
 def test_held_out_pairs_come_from_the_val_split_or_the_data_is_refused_in_one_line():
     pairs = [{"query": "q1", "positive": "p1", "id": "a"}, {"query": "q2", "positive": "p2"}]
-    assert held_out_pairs(Pairs(pairs), "faiss", "jsonl") == (["q1", "q2"], ["p1", "p2"])
+    assert val_pairs(Pairs(pairs), "faiss", "jsonl") == (["q1", "q2"], ["p1", "p2"])
     with pytest.raises(ConfigError, match=r"retriever=bm25 measures retrieval .* data=jsonl holds records that are "
                                           r"not query/positive pairs: use data=stdlib_pairs"):
-        held_out_pairs(Pairs([{"prompt": "x", "response": "y"}]), "bm25", "jsonl")
+        val_pairs(Pairs([{"prompt": "x", "response": "y"}]), "bm25", "jsonl")
     with pytest.raises(ConfigError, match="data=jsonl has no held-out"):
-        held_out_pairs(Pairs([]), "bm25", "jsonl")
+        val_pairs(Pairs([]), "bm25", "jsonl")
     with pytest.raises(ConfigError, match="data=stdlib yields plain documents"):
-        held_out_pairs(None, "bm25", "stdlib")
+        val_pairs(None, "bm25", "stdlib")
 
 
 def test_the_report_shows_retrieval_columns_when_a_job_has_them(tmp_path):

@@ -59,7 +59,8 @@ def test_a_sweep_over_retrievers_measures_each_and_the_report_compares_them(cli,
                  if "val_loss" in line][-1]
     assert '"val_recall@10"' in last_eval  # the final evaluation's line in metrics.jsonl
 
-    wrong = cli("train", "objective=clm", "data=stdlib", "retriever=bm25", *TINY, "trainer.max_steps=2", f"hydra.run.dir={tmp_path / 'wrong'}", check=False)
+    wrong = cli("train", "objective=clm", "data=stdlib", "retriever=bm25", *TINY, "trainer.max_steps=2",
+                f"hydra.run.dir={tmp_path / 'wrong'}", check=False)
     assert wrong.returncode == 2
     assert wrong.stderr.strip().splitlines()[-1].startswith(
         "plugformer: error: retriever=bm25 measures retrieval on the held-out query/positive pairs of the data, and "

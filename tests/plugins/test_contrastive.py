@@ -292,8 +292,8 @@ def contrastive_trainer(builtin_host, tiny_config, tmp_path, *overrides: str):
         path.write_text("".join(json.dumps(r) + "\n" for r in toy_pairs(48)))
     cfg = tiny_config("tokenizer=byte", "objective=contrastive", "data=jsonl", f"data.path={path}",
                       "data.val_fraction=0.25", "data.seq_len=32", "trainer.batch_size=8", "optimizer.lr=3e-2",
-                      "scheduler=constant", "trainer.log_every=1", "trainer.eval_batches=1", "trainer.callbacks=[metrics]",
-                      *overrides)
+                      "scheduler=constant", "trainer.log_every=1", "trainer.eval_batches=1",
+                      "trainer.callbacks=[metrics]", *overrides)
     strategy = build(builtin_host.registries, "parallel", cfg.parallel)
     return Trainer(cfg, tmp_path / "run", builtin_host, strategy, strategy.setup("cpu"))
 

@@ -33,7 +33,7 @@ MODEL_EMBEDDER = "pooled"
 SEARCH_K = 10
 
 
-def held_out_pairs(source: TextSource | None, retriever: str, data: str) -> tuple[list[str], list[str]]:
+def val_pairs(source: TextSource | None, retriever: str, data: str) -> tuple[list[str], list[str]]:
     """(queries, positives) of ``source``'s held-out (``val``) records, aligned; a source without such pairs is one
     line naming ``retriever`` and ``data``."""
     from plugformer.training.pairs import pair_texts
@@ -107,7 +107,7 @@ class HeldOutRetrieval:
                               "with plugformer eval retrieval")
         dim = int(cfg.model.d_model)
         build_retriever(registries, retriever, dim)  # an unknown name, a bad option or a missing library: now
-        queries, positives = held_out_pairs(source, str(name), str(cfg.data.name))
+        queries, positives = val_pairs(source, str(name), str(cfg.data.name))
         return cls(registries, retriever, queries, positives, dim)
 
     def scores(self, model: Any, tokenizer: Any, cfg: DictConfig, device: str, scratch: Path) -> dict[str, float]:
@@ -133,4 +133,4 @@ class HeldOutRetrieval:
         return {f"val_{name}": value for name, value in found.items()}
 
 
-__all__ = ["MODEL_EMBEDDER", "RETRIEVAL_METRICS", "HeldOutRetrieval", "held_out_pairs", "score_pairs"]
+__all__ = ["MODEL_EMBEDDER", "RETRIEVAL_METRICS", "HeldOutRetrieval", "score_pairs", "val_pairs"]
