@@ -1,6 +1,10 @@
 """The report of a sweep: one row per combination (what varied, size, final losses, speed, memory, time,
 status) as Markdown and CSV, and the validation-loss curves of every combination as a PNG.
 
+Runs that measured retrieval (``plugformer train -m retriever=bm25,faiss ...``, see
+:mod:`plugformer.training.retrieval_eval`) add recall@1, recall@10 and MRR@10 columns after ``val_loss``, in the
+Markdown table, the terminal table and the CSV, when any job has them.
+
 It reads only what runs leave on disk: ``<sweep dir>/sweep.json`` (the plan: skipped combinations and
 their reasons), and in each job directory ``.hydra/overrides.yaml``, ``summary.json`` (written when a run
 reaches its last step), ``metrics.jsonl`` (the ``metrics`` callback) and ``failed.json``.
@@ -19,6 +23,7 @@ from plugformer.checkpoint.layout import METRICS_FILE
 from plugformer.checkpoint.rundir import MetricsLog
 from plugformer.errors import PlugformerError
 from plugformer.sweep import FAILED_FILE, SUMMARY_FILE, SWEEP_FILE
+from plugformer.training.retrieval_eval import RETRIEVAL_METRICS
 
 #: overrides that never distinguish one combination from another
 IGNORED_KEYS = {"resume"}
@@ -45,6 +50,7 @@ class JobRow:
     val_curve: list[tuple[int, float]] = field(default_factory=list)
     train_curve: list[tuple[int, float]] = field(default_factory=list)
     label: str = ""
+    retrieval: dict[str, float] = field(default_factory=dict)  # RETRIEVAL_METRICS the run measured (its summary)
 
 
 def _read_json(path: Path) -> Any:
@@ -90,6 +96,8 @@ def read_job(job_dir: Path, overrides: list[str]) -> JobRow:
         row.peak_memory_mb = summary.get("peak_memory_mb")
         row.wall_s = summary.get("wall_s")
         row.steps = summary.get("step", row.steps)
+        row.retrieval = {name: summary[f"val_{name}"] for name in RETRIEVAL_METRICS
+                         if isinstance(summary.get(f"val_{name}"), (int, float))}
     return row
 
 
@@ -144,8 +152,21 @@ def _cell(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def retrieval_columns(jobs: list[JobRow]) -> list[str]:
+    """The retrieval metrics any job measured, in :data:`RETRIEVAL_METRICS` order (none: no columns)."""
+    return [name for name in RETRIEVAL_METRICS if any(name in j.retrieval for j in jobs)]
+
+
+def columns(jobs: list[JobRow]) -> list[str]:
+    """:data:`COLUMNS`, with the retrieval metrics the jobs measured after ``val_loss``."""
+    at = COLUMNS.index("val_loss") + 1
+    return [*COLUMNS[:at], *retrieval_columns(jobs), *COLUMNS[at:]]
+
+
 def table_rows(jobs: list[JobRow]) -> list[list[str]]:
-    return [[j.label, j.status, _cell(j.params), _cell(j.train_loss), _cell(j.val_loss), _cell(j.tokens_per_s, 0),
+    extra = retrieval_columns(jobs)
+    return [[j.label, j.status, _cell(j.params), _cell(j.train_loss), _cell(j.val_loss),
+             *(_cell(j.retrieval.get(name)) for name in extra), _cell(j.tokens_per_s, 0),
              _cell(j.peak_memory_mb, 1), _cell(j.wall_s, 1), _cell(j.steps), j.note] for j in jobs]
 
 
@@ -154,7 +175,8 @@ def markdown(jobs: list[JobRow], title: str) -> str:
     def esc(cell: str) -> str:
         return cell.replace("|", "\\|")
 
-    lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    header = columns(jobs)
+    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in table_rows(jobs)]
     counts = {s: sum(j.status == s for j in jobs) for s in STATUS_ORDER}
     lines += ["", ", ".join(f"{n} {s}" for s, n in counts.items() if n), ""]
@@ -165,17 +187,20 @@ def csv_text(jobs: list[JobRow]) -> str:
     """Raw numbers (not rounded) plus the full override list of each job."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow([*COLUMNS, "overrides", "directory"])
+    extra = retrieval_columns(jobs)
+    writer.writerow([*columns(jobs), "overrides", "directory"])
     for j in jobs:
-        writer.writerow([j.label, j.status, j.params, j.train_loss, j.val_loss, j.tokens_per_s, j.peak_memory_mb,
-                         j.wall_s, j.steps, j.note, " ".join(j.overrides), j.directory or ""])
+        writer.writerow([j.label, j.status, j.params, j.train_loss, j.val_loss, *(j.retrieval.get(n) for n in extra),
+                         j.tokens_per_s, j.peak_memory_mb, j.wall_s, j.steps, j.note, " ".join(j.overrides),
+                         j.directory or ""])
     return out.getvalue()
 
 
 def plain_table(jobs: list[JobRow]) -> str:
     """Aligned columns for the terminal; the note column (errors, skip reasons) last and unpadded."""
-    rows = [COLUMNS, *table_rows(jobs)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS) - 1)]
+    header = columns(jobs)
+    rows = [header, *table_rows(jobs)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)).rstrip() +
                      (f"  {r[-1]}" if r[-1] else "") for r in rows)
 

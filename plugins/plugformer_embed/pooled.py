@@ -54,7 +54,9 @@ def choose_max_tokens(requested: int | None, config: Any, where: Path) -> int:
     """How many tokens of a text the model reads: ``requested``, else the length the checkpoint was trained on
     (its ``data.seq_len``: a contrastive run cuts texts there, a language model never saw later positions), never
     more than the model's ``max_seq_len`` (one line if ``requested`` is)."""
-    max_seq_len = int(config.model.max_seq_len)
+    from plugformer.model import model_dims
+
+    max_seq_len = int(model_dims(config, vocab_size=1, causal=True).max_seq_len)  # model.max_seq_len or data.seq_len
     if requested is not None:
         if requested > max_seq_len:
             raise ConfigError(f"embedder '{NAME}': max_tokens={requested} is more than the model's "

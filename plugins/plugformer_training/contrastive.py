@@ -7,6 +7,8 @@ back from the checkpoint's config, so a text is embedded at inference exactly as
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from plugformer import ConfigError
@@ -21,9 +23,28 @@ def same_rows(tokens: Tensor, mask: Tensor) -> Tensor:
     return text[:, None] == text[None, :]
 
 
-def info_nce(queries: Tensor, candidates: Tensor, temperature: float, ignore: Tensor | None = None) -> Tensor:
+#: the largest logit scale (1 / temperature) a learned temperature may reach, as in CLIP: temperature >= 0.01
+MAX_LOGIT_SCALE = 100.0
+
+
+class LearnedTemperature(nn.Module):
+    """The temperature as a trained parameter: ``logit_scale`` = log(1 / temperature), so the temperature stays
+    positive and moves multiplicatively; the scale it gives is capped at :data:`MAX_LOGIT_SCALE` (no gradient
+    pushes it further)."""
+
+    def __init__(self, temperature: float):
+        super().__init__()
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+    def temperature(self) -> Tensor:
+        """The current temperature (a 0-d tensor that back-propagates into :attr:`logit_scale`)."""
+        return 1.0 / self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+
+
+def info_nce(queries: Tensor, candidates: Tensor, temperature: float | Tensor, ignore: Tensor | None = None) -> Tensor:
     """Mean cross-entropy of picking candidate ``i`` for query ``i`` among all ``candidates`` (rows unit length,
-    ``(B, D)`` and ``(C, D)`` with ``C >= B``), similarities divided by ``temperature``. ``ignore`` (B, C) bool marks
+    ``(B, D)`` and ``(C, D)`` with ``C >= B``), similarities divided by ``temperature`` (a number, or a 0-d tensor
+    that is learned through the loss). ``ignore`` (B, C) bool marks
     candidates that are not negatives of a query (a duplicate of its positive) and are left out of its softmax."""
     logits = queries @ candidates.T / temperature
     if ignore is not None:
@@ -32,7 +53,9 @@ def info_nce(queries: Tensor, candidates: Tensor, temperature: float, ignore: Te
 
 
 class Contrastive(Objective):
-    """InfoNCE (in-batch negatives, optional hard negatives) at a fixed ``temperature``.
+    """InfoNCE (in-batch negatives, optional hard negatives) at a fixed ``temperature``, or, with
+    ``learn_temperature: true``, at a temperature trained with the model (starting at ``temperature``; its
+    :class:`LearnedTemperature` is the objective's :meth:`trainable_module`, logged as ``temperature``).
 
     Logs ``in_batch_accuracy``: the share of queries whose own positive scores highest among every candidate of
     the batch, and ``positive_similarity``: the mean cosine of a query and its positive. ``symmetric: true`` adds
@@ -41,15 +64,27 @@ class Contrastive(Objective):
     """
 
     causal = True
+    parameters_option = "learn_temperature"
 
     def __init__(self, config, tokenizer):
         super().__init__(config, tokenizer)
         if not config.temperature > 0:
             raise ConfigError(f"objective.temperature must be positive, got {config.temperature}")
+        self.learned: LearnedTemperature | None = None
+        if getattr(config, "learn_temperature", False):
+            if config.temperature < 1.0 / MAX_LOGIT_SCALE:
+                raise ConfigError(f"objective.temperature={config.temperature} is below {1.0 / MAX_LOGIT_SCALE}, the "
+                                  f"lowest a learned temperature may reach (logit scale <= {MAX_LOGIT_SCALE:g}); start "
+                                  "higher, or set objective.learn_temperature=false")
+            self.learned = LearnedTemperature(float(config.temperature))
         pooling = getattr(config.pooling, "value", config.pooling)  # the schema's enum, or a plain string
         if pooling not in POOLINGS:
             raise ConfigError(f"objective.pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
         self.temperature, self.pooling, self.symmetric = float(config.temperature), pooling, bool(config.symmetric)
+
+    def trainable_module(self) -> nn.Module | None:
+        """The :class:`LearnedTemperature` when ``learn_temperature`` is on, else None."""
+        return self.learned
 
     def __call__(self, model: nn.Module, batch: PairBatch) -> ObjectiveOutput:
         if not isinstance(batch, PairBatch):
@@ -65,12 +100,16 @@ class Contrastive(Objective):
             negatives = pooled_embeddings(model, batch.negative, batch.negative_mask, self.pooling)
             candidates = torch.cat([positives, negatives])
             ignore = torch.cat([duplicate, torch.zeros_like(duplicate)], dim=1)
-        loss = info_nce(queries, candidates, self.temperature, ignore)
+        temperature = self.learned.temperature() if self.learned is not None else self.temperature
+        loss = info_nce(queries, candidates, temperature, ignore)
         if self.symmetric:
-            backward = info_nce(positives, queries, self.temperature, same_rows(batch.query, batch.query_mask) & ~eye)
+            backward = info_nce(positives, queries, temperature, same_rows(batch.query, batch.query_mask) & ~eye)
             loss = (loss + backward) / 2
         with torch.no_grad():
             scores = (queries @ candidates.T).masked_fill(ignore, float("-inf"))
             accuracy = (scores.argmax(dim=1) == torch.arange(n, device=scores.device)).float().mean()
             similarity = (queries * positives).sum(dim=1).mean()
-        return ObjectiveOutput(loss, {"in_batch_accuracy": accuracy, "positive_similarity": similarity})
+        metrics = {"in_batch_accuracy": accuracy, "positive_similarity": similarity}
+        if self.learned is not None:
+            metrics["temperature"] = temperature.detach()
+        return ObjectiveOutput(loss, metrics)

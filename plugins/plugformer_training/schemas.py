@@ -131,9 +131,11 @@ class PoolingKind(str, Enum):
 
 @dataclass
 class ContrastiveConfig:
-    # similarities (cosines) are divided by it before the softmax; fixed (a learned scale would have to live
-    # outside the model's weights, which the trainer does not save)
+    # similarities (cosines) are divided by it before the softmax; with learn_temperature its starting value
     temperature: float = bounded(0.05, gt=0, le=10)
+    # learn the temperature with the model (CLIP-style: a log logit scale, its scale capped at 100, i.e. the
+    # temperature floored at 0.01); saved with the training state, not in the model checkpoint; parallel=single only
+    learn_temperature: bool = False
     pooling: PoolingKind = PoolingKind.mean  # the pooled embedder reads this key back from the checkpoint
     symmetric: bool = False  # also each positive → its query among the batch's queries; the loss is the mean
 

@@ -37,13 +37,14 @@ def test_the_records_are_read_only():
 
 
 def test_config_groups_are_the_families_a_train_config_chooses():
-    from plugformer.config.schema import COMPONENT_GROUPS, TrainConfig
+    from plugformer.config.schema import COMPONENT_GROUPS, OPTIONAL_GROUPS, TrainConfig
 
     assert COMPONENT_GROUPS == ("tokenizer", "attention", "position", "norm", "mlp", "objective", "optimizer",
                                 "scheduler", "parallel", "data", "adapter", "quantizer")
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     assert set(COMPONENT_GROUPS) <= train_keys
-    assert not {f for f in FAMILIES if f not in COMPONENT_GROUPS} & train_keys  # callback, server: no group
+    assert set(OPTIONAL_GROUPS) <= train_keys  # retriever: a group a train config may leave null
+    assert not {f for f in FAMILIES if f not in (*COMPONENT_GROUPS, *OPTIONAL_GROUPS)} & train_keys  # callback, server
 
 
 def test_per_layer_families_are_the_ones_a_block_builds():

@@ -36,3 +36,32 @@ def test_contrastive_training_on_stdlib_pairs_writes_an_embedder_checkpoint(cli,
     assert wrong.returncode == 2
     assert wrong.stderr.strip().splitlines()[-1].startswith("plugformer: error: data 'StdlibSource' yields plain "
                                                               "documents, not records; objective=contrastive needs")
+
+
+def test_a_sweep_over_retrievers_measures_each_and_the_report_compares_them(cli, tmp_path):
+    import csv
+
+    sweep = tmp_path / "sweep"
+    cli("train", "-m", "objective=contrastive", "data=stdlib_pairs", "retriever=bm25,faiss",
+        "objective.learn_temperature=true", *TINY, "trainer.max_steps=3", f"hydra.sweep.dir={sweep}")
+    cli("report", str(sweep))
+    with open(sweep / "report.csv", newline="") as f:
+        rows = {row["combination"]: row for row in csv.DictReader(f)}
+    assert set(rows) == {"retriever=bm25", "retriever=faiss"}
+    for row in rows.values():
+        assert row["status"] == "finished"
+        recall1, recall10, mrr = (float(row[k]) for k in ("recall@1", "recall@10", "mrr@10"))
+        assert 0 <= recall1 <= mrr <= recall10 <= 1 and recall10 > 0
+    # the same model, two retrievers: a lexical and a dense one find different things
+    assert rows["retriever=bm25"]["recall@10"] != rows["retriever=faiss"]["recall@10"]
+    assert "| recall@1 | recall@10 | mrr@10 |" in (sweep / "report.md").read_text()
+    last_eval = [line for line in (sweep / "retriever=faiss" / "metrics.jsonl").read_text().splitlines()
+                 if "val_loss" in line][-1]
+    assert '"val_recall@10"' in last_eval  # the final evaluation's line in metrics.jsonl
+
+    wrong = cli("train", "objective=clm", "data=stdlib", "retriever=bm25", *TINY, "trainer.max_steps=2",
+                f"hydra.run.dir={tmp_path / 'wrong'}", check=False)
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().splitlines()[-1].startswith(
+        "plugformer: error: retriever=bm25 measures retrieval on the held-out query/positive pairs of the data, and "
+        "data=stdlib yields plain documents")

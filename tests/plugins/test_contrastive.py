@@ -279,3 +279,81 @@ def test_log_of_batch_size_is_the_untrained_loss_scale():
     """A sanity anchor for the numbers above: identical embeddings give exactly log(B)."""
     same = torch.nn.functional.normalize(torch.ones(6, 4), dim=1)
     assert info_nce(same, same, 0.05).item() == pytest.approx(math.log(6), rel=1e-5)
+
+
+# -- a learned temperature ---------------------------------------------------------------------------------------------
+def contrastive_trainer(builtin_host, tiny_config, tmp_path, *overrides: str):
+    """A Trainer of objective=contrastive on toy pairs in a .jsonl file (run directory ``tmp_path/run``)."""
+    from plugformer.training import Trainer
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "pairs.jsonl"
+    if not path.exists():
+        path.write_text("".join(json.dumps(r) + "\n" for r in toy_pairs(48)))
+    cfg = tiny_config("tokenizer=byte", "objective=contrastive", "data=jsonl", f"data.path={path}",
+                      "data.val_fraction=0.25", "data.seq_len=32", "trainer.batch_size=8", "optimizer.lr=3e-2",
+                      "scheduler=constant", "trainer.log_every=1", "trainer.eval_batches=1",
+                      "trainer.callbacks=[metrics]", *overrides)
+    strategy = build(builtin_host.registries, "parallel", cfg.parallel)
+    return Trainer(cfg, tmp_path / "run", builtin_host, strategy, strategy.setup("cpu"))
+
+
+def test_a_learned_temperature_trains_with_the_model(builtin_host, tiny_config, tmp_path):
+    trainer = contrastive_trainer(builtin_host, tiny_config, tmp_path, "objective.learn_temperature=true",
+                                  "objective.temperature=0.5", "trainer.max_steps=12")
+    scale = trainer.objective_module.logit_scale
+    assert scale.item() == pytest.approx(math.log(2.0))
+    (group,) = [g for g in trainer.optimizer.param_groups if any(p is scale for p in g["params"])]
+    assert group["weight_decay"] == 0.0 and len(group["params"]) == 1  # its own group, never decayed
+    summary = trainer.fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "loss" in r]
+    assert logged[0]["temperature"] == pytest.approx(0.5)  # step 1 ran at the starting value
+    assert summary["loss"] < logged[0]["loss"]
+    assert math.exp(-scale.item()) != pytest.approx(0.5, abs=0.02)  # the temperature moved ...
+    assert len({round(r["temperature"], 6) for r in logged}) > 5  # ... step by step, as logged
+    assert 0.01 <= summary["temperature"] <= 10 and summary["val_temperature"] == pytest.approx(math.exp(-scale.item()))
+    # the model checkpoint stays an ordinary Transformer checkpoint: the scale lives in the training state
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "run" / "checkpoints" / "last" / "model.safetensors"), "pt") as f:
+        assert not any("logit_scale" in key for key in f.keys())  # noqa: SIM118
+
+
+def test_resume_continues_the_learned_temperature_exactly(builtin_host, tiny_config, tmp_path):
+    learned = ("objective.learn_temperature=true", "objective.temperature=0.5", "trainer.save_every=3")
+    whole = contrastive_trainer(builtin_host, tiny_config, tmp_path / "a", *learned, "trainer.max_steps=6")
+    whole.fit()
+    stopped = contrastive_trainer(builtin_host, tiny_config, tmp_path / "b", *learned, "trainer.max_steps=3")
+    stopped.fit()
+    at_stop = stopped.objective_module.logit_scale.item()
+    resumed = contrastive_trainer(builtin_host, tiny_config, tmp_path / "b", *learned, "trainer.max_steps=6",
+                                  "resume=true")
+    assert resumed.step == 3 and resumed.objective_module.logit_scale.item() == at_stop
+    assert resumed.optimizer.state_dict()["state"], "the optimizer's moments of the scale come back too"
+    resumed.fit()
+    assert resumed.objective_module.logit_scale.item() == pytest.approx(whole.objective_module.logit_scale.item(),
+                                                                          abs=1e-6)
+    # a run saved without a learned temperature is not resumed with one
+    plain = contrastive_trainer(builtin_host, tiny_config, tmp_path / "c", "trainer.max_steps=2")
+    plain.fit()
+    with pytest.raises(ConfigError, match="objective.learn_temperature differs"):
+        contrastive_trainer(builtin_host, tiny_config, tmp_path / "c", *learned, "trainer.max_steps=4", "resume=true")
+
+
+def test_a_fixed_temperature_has_no_parameters_and_logs_none(builtin_host, tiny_config, tmp_path):
+    trainer = contrastive_trainer(builtin_host, tiny_config, tmp_path, "trainer.max_steps=2")
+    assert trainer.objective_module is None and trainer.objective.trainable_module() is None
+    model_params = {id(p) for p in trainer.model.parameters()}
+    assert all(id(p) in model_params for g in trainer.optimizer.param_groups for p in g["params"])
+    assert "temperature" not in trainer.fit()
+
+
+def test_a_learned_temperature_is_refused_under_other_parallel_strategies(registries, builtin_host, tiny_config,
+                                                                           tmp_path):
+    with pytest.raises(ConfigError, match=r"objective.learn_temperature=true .* parallel=ddp .* "
+                                          r"use parallel=single or objective.learn_temperature=false"):
+        contrastive_trainer(builtin_host, tiny_config, tmp_path, "objective.learn_temperature=true", "parallel=ddp",
+                            "trainer.max_steps=2")
+    with pytest.raises(ConfigError, match="below 0.01"):
+        objective(registries, learn_temperature=True, temperature=0.005)

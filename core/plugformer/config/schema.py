@@ -15,6 +15,9 @@ SCHEMA_VERSION = 1
 
 #: config groups whose option names a registry entry of the same family (see plugformer.families)
 COMPONENT_GROUPS = CONFIG_GROUPS
+#: families a train config may choose as a config group but need not (``null`` by default): ``retriever=faiss``
+#: measures the trained model as a retrieval embedder after the last step (plugformer.training.retrieval_eval)
+OPTIONAL_GROUPS: tuple[str, ...] = ("retriever",)
 
 
 class Precision(str, Enum):
@@ -97,6 +100,7 @@ class TrainConfig:
     data: Any = MISSING
     adapter: Any = MISSING  # model transform at Stage.ADAPT (LoRA, ...); `none` trains the full model
     quantizer: Any = MISSING  # model transform at Stage.QUANTIZE (casts); `none` keeps fp32 weights
+    retriever: Any = None  # faiss | bm25 | hybrid | ...: recall@1/10, MRR@10 on the data's held-out pairs at the end
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     precision: Precision = Precision.fp32

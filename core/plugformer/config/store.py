@@ -21,6 +21,7 @@ from plugformer.build import CORE_FIELDS
 from plugformer.config.ranges import CORE_FIELD_RANGES, RANGE_KEY, Range
 from plugformer.config.schema import (
     COMPONENT_GROUPS,
+    OPTIONAL_GROUPS,
     FinetuneConfig,
     GenerateConfig,
     TrainConfig,
@@ -72,7 +73,7 @@ def store_component_configs(registries: Registries) -> None:
     """Store schema nodes and default options for every entry of every config-group family (entries already
     stored, unchanged, are skipped)."""
     cs = ConfigStore.instance()
-    for family in COMPONENT_GROUPS:
+    for family in (*COMPONENT_GROUPS, *OPTIONAL_GROUPS):
         for entry in registries[family]:
             if _stored.get((family, entry.name)) is entry and _in_store(cs, family, entry.name) and \
                     _in_store(cs, f"{SCHEMA_GROUP}/{family}", entry.name):

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from plugformer.build import component_config
 from plugformer.config.ranges import field_range
-from plugformer.config.schema import COMPONENT_GROUPS, FinetuneConfig, GenerateConfig, TrainConfig
+from plugformer.config.schema import COMPONENT_GROUPS, OPTIONAL_GROUPS, FinetuneConfig, GenerateConfig, TrainConfig
 from plugformer.errors import ConfigError, PlugformerError, UnknownComponentError, unknown_components
 from plugformer.interfaces.parallel import resolve_device
 from plugformer.registry import Entry, Registries
@@ -56,7 +56,7 @@ def schema_problems(node: DictConfig, schema: type, registries: Registries, path
         hint = hints[name]
         if dataclasses.is_dataclass(hint) and isinstance(value, DictConfig):
             problems += schema_problems(value, hint, registries, where)
-        elif path == "" and name in COMPONENT_GROUPS and isinstance(value, DictConfig):
+        elif path == "" and name in (*COMPONENT_GROUPS, *OPTIONAL_GROUPS) and isinstance(value, DictConfig):
             problems += _component_problems(value, name, registries, where)
         elif field_range(f) is not None:
             problem = field_range(f).problem(where, _plain(node[name]))
@@ -168,6 +168,17 @@ def validate_train(cfg: DictConfig, registries: Registries) -> dict[str, Entry]:
         try:
             entry, ok, reason = effective_entry(registries, family, cfg[family])
             entries[family] = entry
+            if not ok:
+                problems.append(f"{family} '{entry.name}' is unavailable here: {reason}")
+        except UnknownComponentError as exc:
+            unknown.append(exc)
+        except PlugformerError as exc:
+            problems.append(str(exc))
+    for family in OPTIONAL_GROUPS:  # chosen or null (plugformer.config.schema.OPTIONAL_GROUPS)
+        if cfg.get(family) is None:
+            continue
+        try:
+            entry, ok, reason = effective_entry(registries, family, cfg[family])
             if not ok:
                 problems.append(f"{family} '{entry.name}' is unavailable here: {reason}")
         except UnknownComponentError as exc:

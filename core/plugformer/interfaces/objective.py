@@ -26,9 +26,23 @@ class Objective(ABC):
     """
 
     causal: bool = True
+    #: the objective's option that gives it parameters of its own (e.g. ``learn_temperature``), named when the
+    #: trainer refuses them (see :meth:`trainable_module`); empty when it has no such option
+    parameters_option: str = ""
 
     def __init__(self, config: Any, tokenizer: Any):
         self.config, self.tokenizer = config, tokenizer
+
+    def trainable_module(self) -> nn.Module | None:
+        """Parameters the objective trains itself, beside the model's (a learned temperature), as a module; None
+        (the default) when it has none.
+
+        The trainer moves the module to the run's device, gives its trainable parameters an optimizer param group
+        of their own (no weight decay, the optimizer's learning rate and schedule, not clipped with the model's
+        gradients), and saves and restores its ``state_dict`` with the training state (``trainer_state``), so
+        ``resume=true`` continues exactly. They are not part of the model checkpoint. Only ``parallel=single``
+        trains them: other strategies do not synchronise parameters outside the model, and are refused."""
+        return None
 
     @abstractmethod
     def __call__(self, model: nn.Module, tokens: Tensor) -> ObjectiveOutput:

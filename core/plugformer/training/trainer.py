@@ -40,6 +40,7 @@ from plugformer.run import RunInfo, TrainingState
 from plugformer.checkpoint.rundir import claim_run_dir, finite_or_none, last_checkpoint, resume_checkpoint
 from plugformer.training.data import training_data
 from plugformer.training.nonfinite import NonFiniteGuard
+from plugformer.training.retrieval_eval import HeldOutRetrieval
 
 
 def run_training(cfg: DictConfig, run_dir: Path, host: PluginHost) -> dict[str, Any]:
@@ -57,6 +58,11 @@ def hold_run_dir(cfg: DictConfig, run_dir: Path, strategy: ParallelStrategy) -> 
     refused unless ``resume=true`` or ``overwrite=true`` (see :mod:`plugformer.checkpoint.rundir`)."""
     return claim_run_dir(run_dir, resume=bool(cfg.resume), overwrite=bool(cfg.get("overwrite", False)),
                          main=strategy.is_main)
+
+
+#: the key of the objective's own parameters (:meth:`plugformer.interfaces.Objective.trainable_module`) in the
+#: training state
+OBJECTIVE_STATE_KEY = "objective"
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -90,13 +96,20 @@ class Trainer:
         self.model = apply_transforms(model, self.transforms)
         # an adapter freezes the base: the optimizer (and the summary) count only what trains
         self.n_trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.objective = build(registries, "objective", cfg.objective, self.tokenizer)
+        self.objective_module = self._objective_module(cfg, strategy, device)
         self.optimizer = build(registries, "optimizer", cfg.optimizer, self.model)
+        if self.objective_module is not None:  # its own group, before the scheduler takes the groups' lrs
+            self.optimizer.add_param_group({"params": [p for p in self.objective_module.parameters()
+                                                       if p.requires_grad], "weight_decay": 0.0})
         self.scheduler = build(registries, "scheduler", cfg.scheduler, self.optimizer, t.max_steps)
         # an engine owning backward and step (DeepSpeed) takes the model and optimizer here; the scheduler
         # keeps driving the learning rate of the optimizer's param groups
         self.model, self.optimizer = strategy.prepare(self.model, self.optimizer, batch_size=t.batch_size,
                                                       grad_accum=t.grad_accum, grad_clip=t.grad_clip)
-        self.objective = build(registries, "objective", cfg.objective, self.tokenizer)
+        # retriever=...: the final evaluation also measures the model as a retrieval embedder (checked now)
+        self.retrieval = HeldOutRetrieval.from_config(cfg, registries, getattr(self.data, "source", None),
+                                                      strategy.world_size)
         if strategy.is_main:
             self._warn(resume_from)
         self.step = self._restore(resume_from) if resume_from else 0
@@ -106,6 +119,23 @@ class Trainer:
         self.run = RunInfo(run_dir, OmegaConf.to_container(cfg, resolve=True), t.max_steps, self.step,
                            t.batch_size * cfg.data.seq_len, strategy.rank, strategy.world_size)
         self.state = TrainingState(strategy.unwrap(self.model), self.optimizer, self.scheduler)  # what hooks see
+
+    def _objective_module(self, cfg: DictConfig, strategy: ParallelStrategy,
+                          device: torch.device) -> torch.nn.Module | None:
+        """The objective's own trainable parameters (:meth:`plugformer.interfaces.Objective.trainable_module`), on
+        ``device``; refused in one line under a parallel strategy other than ``single``, which would not keep them
+        in step across processes."""
+        module = self.objective.trainable_module()
+        if module is None:
+            return None
+        parallel = str(cfg.parallel.name)
+        if parallel != "single" or strategy.world_size > 1:
+            option = self.objective.parameters_option
+            what = f"objective.{option}=true" if option else f"objective '{cfg.objective.name}'"
+            off = f" or objective.{option}=false" if option else ""
+            raise ConfigError(f"{what} trains parameters outside the model, which parallel={parallel} does not keep "
+                              f"in step across processes: use parallel=single{off}")
+        return module.to(device)
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -154,6 +184,9 @@ class Trainer:
                 last_time, last_logged = time.perf_counter(), self.step
             if (t.eval_every and self.step % t.eval_every == 0) or final or stop:
                 eval_metrics = self.evaluate()
+                if (final or stop) and self.retrieval is not None:  # the run's last evaluation
+                    eval_metrics.update(self.retrieval.scores(self.strategy.unwrap(self.model), self.tokenizer,
+                                                              self.cfg, str(self.device), self.run_dir))
                 hook.plugformer_evaluate(run=self.run, step=self.step, metrics=eval_metrics, state=self.state)
                 stop = stop or self._stop_requested()
             if (t.save_every and self.step % t.save_every == 0) or final or stop:
@@ -240,9 +273,11 @@ class Trainer:
         tmp = self.ckpts.tmp_dir(self.step)
         self.strategy.save(tmp, self.model, self.optimizer)
         if main:
-            save_state(tmp, TRAINER_STATE, {"step": self.step, "seed": self.cfg.seed,
-                                              "scheduler": self.scheduler.state_dict(),
-                                              "torch_rng": torch.get_rng_state()})
+            state = {"step": self.step, "seed": self.cfg.seed, "scheduler": self.scheduler.state_dict(),
+                     "torch_rng": torch.get_rng_state()}
+            if self.objective_module is not None:  # a learned temperature, ...: training state, not the model's
+                state[OBJECTIVE_STATE_KEY] = dict(self.objective_module.state_dict())
+            save_state(tmp, TRAINER_STATE, state)
             (tmp / CONFIG_FILE).write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
             write_json(tmp / PLUGINS_FILE, self.host.manifest())
             (tmp / TOKENIZER_DIR).mkdir()
@@ -273,8 +308,17 @@ class Trainer:
             warn(line)
 
     def _restore(self, directory: Path) -> int:
-        self.strategy.load(directory, self.model, self.optimizer)
         state = load_state(directory, TRAINER_STATE)
+        saved = state.get(OBJECTIVE_STATE_KEY)
+        if (saved is None) != (self.objective_module is None):  # before the optimizer's groups fail to match
+            has = "has no" if saved is None else "has"
+            option = self.objective.parameters_option
+            differs = f"objective.{option} differs" if option else "another objective"
+            raise ConfigError(f"cannot resume from {directory}: it {has} objective parameters of its own ({differs}); "
+                              "resume with the config it was trained with")
+        self.strategy.load(directory, self.model, self.optimizer)
+        if self.objective_module is not None:
+            self.objective_module.load_state_dict({k: v.to(self.device) for k, v in saved.items()})
         sched = state["scheduler"]
         if "lr_lambdas" in sched:  # keep this run's schedule objects (e.g. a raised max_steps)
             sched["lr_lambdas"] = [None] * len(sched["lr_lambdas"])
