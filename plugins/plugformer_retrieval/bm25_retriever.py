@@ -13,6 +13,7 @@ returned, so ``hybrid`` does not fuse in arbitrary zero-score chunks.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from plugformer.interfaces import Chunk, Hit, Retriever, RetrieverContext, check
 from plugformer_retrieval.chunk_ids import check_new_ids
 from plugformer_retrieval.lexical_tokens import tokenize_all
 from plugformer_retrieval.schemas import BM25Config
+
+# bm25s sets its own logger to DEBUG, so every index build would print a debug line under the CLI's logging
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 from plugformer_retrieval.stored import corrupted, read_json, require_dir, write_json
 
 MODEL_DIR = "bm25s"
