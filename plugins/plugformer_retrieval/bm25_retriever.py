@@ -26,10 +26,10 @@ from plugformer.interfaces import Chunk, Hit, Retriever, RetrieverContext, check
 from plugformer_retrieval.chunk_ids import check_new_ids
 from plugformer_retrieval.lexical_tokens import tokenize_all
 from plugformer_retrieval.schemas import BM25Config
+from plugformer_retrieval.stored import corrupted, read_json, require_dir, write_json
 
 # bm25s sets its own logger to DEBUG, so every index build would print a debug line under the CLI's logging
 logging.getLogger("bm25s").setLevel(logging.WARNING)
-from plugformer_retrieval.stored import corrupted, read_json, require_dir, write_json
 
 MODEL_DIR = "bm25s"
 CORPUS_FILE = "corpus.json"
