@@ -301,15 +301,13 @@ def test_a_saved_index_refuses_another_index_type_or_dimension(registries: Any, 
 @pytest.mark.parametrize("name", ["faiss", "bm25", "hybrid"])
 def test_each_retriever_config_file_composes_to_its_schema_defaults(registries: Any, name: str) -> None:
     from hydra import compose, initialize_config_dir
-    from hydra.core.config_store import ConfigStore
 
     import plugformer.conf
     from plugformer.build import component_config
-    from plugformer.config.store import SCHEMA_GROUP, node_class
+    from plugformer.config.store import store_component_configs
 
     entry = registries.retriever.get(name)
-    ConfigStore.instance().store(group=f"{SCHEMA_GROUP}/retriever", name=name, node=node_class(entry),
-                                 provider=entry.provider)
+    store_component_configs(registries)  # what every command does (the train config's retriever group too)
     with initialize_config_dir(config_dir=str(Path(plugformer.conf.__file__).parent), version_base=None):
         node = compose(config_name=f"retriever/{name}").retriever  # a group's file composes under its group
         assert node.name == name and component_config(entry, node) == entry.load_schema()()
