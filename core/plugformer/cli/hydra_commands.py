@@ -276,11 +276,10 @@ def generate(args: list[str]) -> int:
 
 
 def _validate_job(cfg: Any, host: PluginHost) -> None:
-    from plugformer.config.schema import COMPONENT_GROUPS
     from plugformer.config.validate import validate_train
 
-    entries = validate_train(cfg, host.registries)
-    chosen = " ".join(f"{g}={cfg[g].name}" for g in COMPONENT_GROUPS)
+    entries = validate_train(cfg, host.registries)  # every component group and each chosen optional one
+    chosen = " ".join(f"{g}={cfg[g].name}" for g in entries)
     m = cfg.model
     print(f"config OK: {chosen} | model {m.n_layers}x{m.d_model} heads={m.n_heads} "
           f"seq_len={cfg.data.seq_len} precision={cfg.precision.value} device={cfg.device}")

@@ -164,21 +164,12 @@ def validate_train(cfg: DictConfig, registries: Registries) -> dict[str, Entry]:
     problems: list[str] = schema_problems(cfg, TrainConfig, registries)  # keys and ranges
     unknown: list[UnknownComponentError] = []  # every unknown name is reported, all at once
     entries: dict[str, Entry] = {}
-    for family in COMPONENT_GROUPS:
+    # every component group, and each optional group that is chosen (plugformer.config.schema.OPTIONAL_GROUPS)
+    chosen = [*COMPONENT_GROUPS, *(f for f in OPTIONAL_GROUPS if cfg.get(f) is not None)]
+    for family in chosen:
         try:
             entry, ok, reason = effective_entry(registries, family, cfg[family])
             entries[family] = entry
-            if not ok:
-                problems.append(f"{family} '{entry.name}' is unavailable here: {reason}")
-        except UnknownComponentError as exc:
-            unknown.append(exc)
-        except PlugformerError as exc:
-            problems.append(str(exc))
-    for family in OPTIONAL_GROUPS:  # chosen or null (plugformer.config.schema.OPTIONAL_GROUPS)
-        if cfg.get(family) is None:
-            continue
-        try:
-            entry, ok, reason = effective_entry(registries, family, cfg[family])
             if not ok:
                 problems.append(f"{family} '{entry.name}' is unavailable here: {reason}")
         except UnknownComponentError as exc:
