@@ -22,7 +22,11 @@ answers right?
    plus retrieval recall@k of the gold passage, the oracle score (the held-out records: gold passage + random
    distractors) and chance (the most frequent train answer of each attribute).
 
-    python benchmarks/rag_answers.py                 # the full run (see docs for its wall time and figures)
+Measured (the full run below, seed 0, 1000 held-out questions, ``--threads 1`` on a shared 2-core CPU machine,
+2026-12-04, 21 minutes wall: stage 1 527 s, stage 2 652 s, scoring 40 s): exact match 92.5% with retrieval
+(recall@3 100%), 94.7% with oracle passages, 0.5% closed-book, 0.7% chance.
+
+    python benchmarks/rag_answers.py                 # the full run (~21 minutes on one CPU thread)
     python benchmarks/rag_answers.py --quick         # a smoke run: fewer entities and steps (far below target)
     python benchmarks/rag_answers.py --checkpoint runs/qa   # score a model trained as this script trains one
 """
