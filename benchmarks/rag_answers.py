@@ -24,7 +24,8 @@ answers right?
 
 Measured (the full run below, seed 0, 1000 held-out questions, ``--threads 1`` on a shared 2-core CPU machine,
 2026-12-04, 21 minutes wall: stage 1 527 s, stage 2 652 s, scoring 40 s): exact match 92.5% with retrieval
-(recall@3 100%), 94.7% with oracle passages, 0.5% closed-book, 0.7% chance.
+(recall@3 100%), 94.7% with oracle passages, 0.5% closed-book, 0.7% chance. With ``--seed 1``: 82.8% with
+retrieval, 86.4% oracle, 0.3% closed-book, 1.3% chance (17 minutes).
 
     python benchmarks/rag_answers.py                 # the full run (~21 minutes on one CPU thread)
     python benchmarks/rag_answers.py --quick         # a smoke run: fewer entities and steps (far below target)
