@@ -282,8 +282,9 @@ def test_log_of_batch_size_is_the_untrained_loss_scale():
 
 
 # -- a learned temperature ---------------------------------------------------------------------------------------------
-def contrastive_trainer(builtin_host, tiny_config, tmp_path, *overrides: str):
-    """A Trainer of objective=contrastive on toy pairs in a .jsonl file (run directory ``tmp_path/run``)."""
+def contrastive_trainer(builtin_host, tiny_config, tmp_path, *overrides: str, strategy_node=None):
+    """A Trainer of objective=contrastive on toy pairs in a .jsonl file (run directory ``tmp_path/run``); the
+    parallel strategy is the config's unless ``strategy_node`` is given."""
     from plugformer.training import Trainer
 
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -294,7 +295,7 @@ def contrastive_trainer(builtin_host, tiny_config, tmp_path, *overrides: str):
                       "data.val_fraction=0.25", "data.seq_len=32", "trainer.batch_size=8", "optimizer.lr=3e-2",
                       "scheduler=constant", "trainer.log_every=1", "trainer.eval_batches=1",
                       "trainer.callbacks=[metrics]", *overrides)
-    strategy = build(builtin_host.registries, "parallel", cfg.parallel)
+    strategy = build(builtin_host.registries, "parallel", strategy_node or cfg.parallel)
     return Trainer(cfg, tmp_path / "run", builtin_host, strategy, strategy.setup("cpu"))
 
 
@@ -353,7 +354,9 @@ def test_a_learned_temperature_is_refused_under_other_parallel_strategies(regist
                                                                            tmp_path):
     with pytest.raises(ConfigError, match=r"objective.learn_temperature=true .* parallel=ddp .* "
                                           r"use parallel=single or objective.learn_temperature=false"):
+        # the config asks for ddp; the strategy object stays a single process, so this test starts no process
+        # group and leaves no torchrun variables behind for later tests
         contrastive_trainer(builtin_host, tiny_config, tmp_path, "objective.learn_temperature=true", "parallel=ddp",
-                            "trainer.max_steps=2")
+                            "trainer.max_steps=2", strategy_node=tiny_config().parallel)
     with pytest.raises(ConfigError, match="below 0.01"):
         objective(registries, learn_temperature=True, temperature=0.005)
