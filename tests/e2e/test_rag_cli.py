@@ -47,6 +47,13 @@ def test_build_query_rebuild_and_answer(cli, tmp_path, checkpoint):
     sources = answer.stdout.split("sources:")[1]
     assert "[1] tamar#0" in sources and sources.count("score") == 2
 
+    # passages that do not fit the context with max_tokens are left out, and the user is told so
+    crowded = cli("rag", "index=idx", f"checkpoint={checkpoint}", "question=Which river marks Cornwall's border?",
+                  "k=2", "max_tokens=400", "seed=0")
+    assert "2 of 2 retrieved passages did not fit the model's context of 512 tokens with max_tokens=400" in \
+        crowded.stderr
+    assert "sources: none (no passage fit the prompt)" in crowded.stdout
+
 
 def test_lexical_index_evaluation_and_a_retriever_sweep(cli, tmp_path):
     kb = write_kb(tmp_path / "kb")

@@ -64,8 +64,12 @@ def run(args: list[str]) -> int:
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
     answer = answer_questions(engine, index, [values["question"]], k=k, template=template, params=params,
                               **options)[0]
+    if answer.dropped:
+        print(f"plugformer: warning: {answer.dropped} of {answer.dropped + len(answer.sources)} retrieved passages did "
+              f"not fit the model's context of {engine.context} tokens with max_tokens={max_tokens} and were left "
+              "out of the prompt", file=sys.stderr)
     print(answer.text.strip())
-    print("\nsources:")
+    print("\nsources:" if answer.sources else "\nsources: none (no passage fit the prompt)")
     for number, source in enumerate(answer.sources, 1):
         print(f"  [{number}] {source.chunk.id}  (score {source.score:.4f})")
     return 0

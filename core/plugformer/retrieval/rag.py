@@ -18,13 +18,15 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class RagAnswer:
     """One question's answer: the generated ``text``, the passages it was given (``sources``, best first, as
-    numbered in the prompt), the ``prompt`` itself and the engine's ``finish_reason``."""
+    numbered in the prompt), the ``prompt`` itself, the engine's ``finish_reason``, and how many retrieved
+    passages were ``dropped`` because they did not fit the model's context."""
 
     question: str
     text: str
     sources: list[SearchResult]
     prompt: str
     finish_reason: str | None
+    dropped: int = 0
 
 
 def fitted_prompt(engine: Engine, question: str, passages: Sequence[SearchResult], max_tokens: int,
@@ -54,8 +56,9 @@ def answer_questions(engine: Engine, index: Index, questions: Sequence[str], *, 
         prompts.append(prompt)
         kept.append(passages)
     outputs = engine.generate(prompts, params)
-    return [RagAnswer(q, out.outputs[0].text, passages, prompt, out.outputs[0].finish_reason)
-            for q, out, passages, prompt in zip(questions, outputs, kept, prompts)]
+    return [RagAnswer(q, out.outputs[0].text, passages, prompt, out.outputs[0].finish_reason,
+                      len(results) - len(passages))
+            for q, out, passages, prompt, results in zip(questions, outputs, kept, prompts, retrieved)]
 
 
 __all__ = ["RagAnswer", "answer_questions", "fitted_prompt"]
