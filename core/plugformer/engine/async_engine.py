@@ -1,9 +1,9 @@
 """The engine behind an asyncio server: one thread runs :meth:`Engine.step`, coroutines await their deltas.
 
 :class:`AsyncEngine` owns the step loop. It runs ``engine.step()`` in one dedicated thread while any
-request is in flight and sleeps on a condition otherwise (never spinning). Each :class:`StreamDelta`
-is handed to the asyncio queue of its request through ``loop.call_soon_threadsafe``, so the event
-loop never blocks on a forward pass::
+request is in flight and sleeps on a condition otherwise (never spinning). After each step, that step's
+:class:`StreamDelta` objects go to their requests' asyncio queues in one ``loop.call_soon_threadsafe`` per
+event loop, so the event loop never blocks on a forward pass and wakes once per step::
 
     stream = await async_engine.generate(prompt, params, request_id)   # admission: may raise QueueFull
     async with contextlib.aclosing(stream):                             # leaving early aborts it
