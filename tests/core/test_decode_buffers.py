@@ -93,7 +93,7 @@ def test_buffer_memory_grows_with_rows_and_length_and_is_counted():
     assert buffers.bytes_used == 0 and buffers.k == []
 
 
-def test_weights_stored_transposed_keep_every_value_and_the_tie(tiny_model):
+def test_widening_weights_stored_transposed_keep_every_value_and_the_tie(tiny_model):
     net, _ = tiny_model()
     tokens = torch.tensor([list(b"def main(")])
     with torch.no_grad():
@@ -103,6 +103,10 @@ def test_weights_stored_transposed_keep_every_value_and_the_tie(tiny_model):
         after = net(tokens)
     assert net.lm_head.weight is net.tok_emb.weight
     assert not net.lm_head.weight.is_contiguous() and net.lm_head.weight.t().is_contiguous()
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert any(m.out_features < m.in_features for m in linears)  # the MLP's down projection
+    for m in linears:  # the contiguous dimension is the longer one
+        assert m.weight.t().is_contiguous() if m.out_features > m.in_features else m.weight.is_contiguous()
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
 
