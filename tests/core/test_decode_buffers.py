@@ -9,7 +9,8 @@ import torch
 
 from plugformer.engine import Engine, SamplingParams
 from plugformer.engine.kv import DecodeBuffers, PagedKVCache
-from plugformer.engine.layout import transpose_linear_weights
+from plugformer.engine.layout import (PackedLinearForward, pack_linear_weights, packing_unavailable,
+                                     transpose_linear_weights)
 from plugformer.errors import ConfigError
 
 CONTEXT = 96
@@ -111,7 +112,31 @@ def test_widening_weights_stored_transposed_keep_every_value_and_the_tie(tiny_mo
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("knob", ["decode_buffers", "transpose_weights"])
+@pytest.mark.skipif(packing_unavailable() is not None, reason=str(packing_unavailable()))
+def test_packed_linears_compute_the_same_and_leave_the_model_trainable(tiny_model):
+    net, _ = tiny_model()
+    tokens = torch.tensor([list(b"def main(")])
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        before = net(tokens)
+        assert pack_linear_weights(net) == sum(type(m) is torch.nn.Linear for m in net.modules())
+        assert pack_linear_weights(net) == 0  # packing twice packs nothing more
+        after = net(tokens)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    assert net.lm_head.weight is net.tok_emb.weight
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+    net(tokens).sum().backward()  # with gradients the plain F.linear runs
+    assert net.blocks[0].attn.qkv.weight.grad is not None
+    with torch.no_grad():  # a weight changed in place after packing is packed again
+        net.blocks[0].attn.qkv.weight.mul_(0.5)
+        changed = net(tokens)
+    net.blocks[0].attn.qkv.forward = torch.nn.Linear.forward.__get__(net.blocks[0].attn.qkv)
+    with torch.no_grad():
+        torch.testing.assert_close(changed, net(tokens), rtol=1e-5, atol=1e-5)
+    assert isinstance(net.lm_head.forward, PackedLinearForward)
+
+
+@pytest.mark.parametrize("knob", ["decode_buffers", "pack_weights", "transpose_weights"])
 def test_a_bad_fast_path_knob_is_one_line(tiny_model, builtin_host, knob):
     net, tokenizer = tiny_model()
     with pytest.raises(ConfigError, match=f"{knob}='yes'"):

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from plugformer.engine.blocks import BlockPool
 from plugformer.engine.kv import DecodeBatch, DecodeBuffers, PagedBatch, PagedKVCache
-from plugformer.engine.layout import transpose_linear_weights
+from plugformer.engine.layout import pack_linear_weights, packing_unavailable, transpose_linear_weights
 from plugformer.engine.outputs import RequestOutput, StreamDelta
 from plugformer.engine.params import SamplingParams
 from plugformer.engine.sampler import apply_penalties, draw, token_logprobs
@@ -123,8 +123,11 @@ class Engine:
     greedy requests; ``guide`` names the structured-output plugin that enforces ``SamplingParams.structured``.
     ``decode_buffers`` keeps decoding rows' keys and values in dense buffers across steps instead of
     gathering them from the pool every step (:class:`~plugformer.engine.kv.DecodeBuffers`; default: on
-    a CPU, where the gather is bound by memory bandwidth); ``transpose_weights`` stores the model's Linear
-    weights transposed in memory, the layout the CPU's matrix-vector kernels read fastest
+    a CPU, where the gather is bound by memory bandwidth); ``pack_weights`` makes the model's Linear layers
+    compute products of two or more rows through oneDNN packed copies of their weights, 1.5-2.5x faster for
+    batched decoding (:func:`~plugformer.engine.layout.pack_linear_weights`; default: on a CPU whose
+    PyTorch has oneDNN); ``transpose_weights`` stores the widening Linear weights transposed in memory,
+    the layout the CPU's matrix-vector kernels read a single row fastest
     (:func:`~plugformer.engine.layout.transpose_linear_weights`; default: on a CPU).
     """
 
@@ -134,7 +137,8 @@ class Engine:
                  prefix_caching: bool = True, gpu_memory_fraction: float = 0.5,
                  registries: Registries | None = None, draft: nn.Module | None = None,
                  num_speculative_tokens: int = 4, guide: str | dict = "llguidance",
-                 decode_buffers: bool | None = None, transpose_weights: bool | None = None):
+                 decode_buffers: bool | None = None, pack_weights: bool | None = None,
+                 transpose_weights: bool | None = None):
         if registries is None:
             from plugformer import get_registries
             registries = get_registries()
@@ -159,10 +163,17 @@ class Engine:
         on_cpu = self.device.type == "cpu"
         self.buffers = DecodeBuffers(self.cache, max_batch, self.context) if _flag(
             "decode_buffers", decode_buffers, on_cpu) else None
-        if _flag("transpose_weights", transpose_weights, on_cpu):
-            transpose_linear_weights(self.model)
-            if draft is not None:
-                transpose_linear_weights(draft)
+        pack = _flag("pack_weights", pack_weights, on_cpu and packing_unavailable() is None)
+        if pack and (packing_unavailable() is not None or not on_cpu):
+            raise ConfigError(f"Engine pack_weights=True needs a CPU device and oneDNN: "
+                              f"{packing_unavailable() or f'the device is {self.device}'}")
+        for net in (self.model, draft):
+            if net is None:
+                continue
+            if _flag("transpose_weights", transpose_weights, on_cpu):
+                transpose_linear_weights(net)
+            if pack:
+                pack_linear_weights(net)
         self.speculator = self._speculator(draft, num_speculative_tokens, num_blocks, block_size)
         caches = [self.cache] + ([self.speculator.cache] if self.speculator is not None else [])
         self.scheduler = Scheduler(self.pool, caches, max_batch=max_batch,
