@@ -19,6 +19,10 @@ from plugformer_attention.schemas import SdpaAttentionConfig
 HAS_ENABLE_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2] if p.isdigit()) >= (2, 5)
 
 
+#: rows per SDPA call in a ragged decode pass on a CPU (one query per row): each group of rows reads keys
+#: only up to its own longest row instead of the whole batch's
+DECODE_ROW_GROUP = 8
+
 #: the last ragged mask built: (q_offset, kv_lengths, their versions, the other arguments, mask)
 _last_ragged: tuple = ()
 
@@ -82,6 +86,26 @@ def build_mask(q: Tensor, tk: int, *, causal: bool, attn_bias: Tensor | None,
     return bias, False
 
 
+def grouped_decode(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, kv_lengths: Tensor, *, dropout_p: float,
+                   **extra: bool) -> Tensor:
+    """SDPA over a ragged decode pass (one query per row) in groups of :data:`DECODE_ROW_GROUP` adjacent
+    rows, each group's keys cut at its own longest row. Decoding on a CPU is bound by reading the cached
+    keys and values, and one call over the batch reads every row up to the longest one; rows of similar
+    length sit together in the engine's batches (it places sequences in order, and ``Engine.generate``
+    submits the longest prompts first), so most of that padding is never read. Same result as one call:
+    the keys cut off are hidden from every row of the group by ``mask``."""
+    B = q.shape[0]
+    lengths = kv_lengths.tolist()
+    out = torch.empty_like(q)
+    for start in range(0, B, DECODE_ROW_GROUP):
+        stop = min(start + DECODE_ROW_GROUP, B)
+        tk = max(1, max(lengths[start:stop]))
+        rows = mask[start:stop] if mask.shape[0] == B else mask
+        out[start:stop] = F.scaled_dot_product_attention(q[start:stop], k[start:stop, :, :tk], v[start:stop, :, :tk],
+                                                         attn_mask=rows[..., :tk], dropout_p=dropout_p, **extra)
+    return out
+
+
 class SdpaAttention(Attention):
     """Fused scaled-dot-product attention; same contract and results as ``naive``, much faster."""
 
@@ -102,6 +126,9 @@ class SdpaAttention(Attention):
                 extra["enable_gqa"] = True
             else:
                 k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+        if (kv_lengths is not None and mask is not None and q.shape[2] == 1 and q.shape[0] > DECODE_ROW_GROUP
+                and q.device.type == "cpu"):
+            return grouped_decode(q, k, v, mask, kv_lengths, dropout_p=dropout_p, **extra).to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                              is_causal=is_causal, **extra)
         return out.to(q.dtype)

@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from plugformer.capabilities import ATTENTION_FEATURES
 from plugformer.interfaces import KVCache, ModelDims
@@ -502,7 +503,9 @@ def assert_rows_match_alone(attn, q, k, v, q_offset, kv_lengths, q_lengths, *, c
     return out
 
 
-RAGGED_SHAPES = {"decode": ([1, 1, 1], [4, 0, 9]), "chunks": ([3, 1, 2], [2, 6, 0]), "prefill": ([5, 2, 4], [0, 0, 0])}
+RAGGED_SHAPES = {"decode": ([1, 1, 1], [4, 0, 9]), "chunks": ([3, 1, 2], [2, 6, 0]), "prefill": ([5, 2, 4], [0, 0, 0]),
+                 # more rows than sdpa's DECODE_ROW_GROUP: the grouped decode path, groups of unequal lengths
+                 "wide decode": ([1] * 19, [(7 * i) % 23 for i in range(19)])}
 
 
 @pytest.mark.parametrize("cls", BACKENDS)
@@ -587,6 +590,26 @@ def test_ragged_empty_rows_and_padding_queries_stay_finite(cls):
     out = attn(q, k, v, causal=True, q_offset=torch.tensor([2, 0]), kv_lengths=torch.tensor([3, 0]))
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out[0, :, 0], v[0, :, 2].repeat_interleave(2, 0))  # window 1: itself only
+
+
+@pytest.mark.parametrize("bias", [None, "alibi"])
+def test_sdpa_groups_wide_decode_passes_without_changing_any_row(monkeypatch, bias):
+    """A decode pass with many rows runs on a CPU in groups of rows, each reading keys only up to its own
+    longest row: every row gets what one call over the whole padded batch gives."""
+    import plugformer_attention.sdpa as sdpa
+
+    q, k, v, q_offset, kv_lengths = ragged_inputs([1] * 21, [30 - i for i in range(21)], 2, extra_keys=5, seed=8)
+    b = None if bias is None else ragged_alibi(q_offset, 1, k.shape[2])
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(sdpa.F, "scaled_dot_product_attention",
+                        lambda *a, **kw: calls.append(a[1].shape) or real(*a, **kw))
+    grouped = make(SdpaAttention, 2)(q, k, v, causal=True, attn_bias=b, q_offset=q_offset, kv_lengths=kv_lengths)
+    assert [shape[0] for shape in calls] == [8, 8, 5]
+    assert [shape[2] for shape in calls] == [31, 23, 15]  # each group's longest row, not the batch's 36 keys
+    monkeypatch.setattr(sdpa, "DECODE_ROW_GROUP", 64)
+    whole = make(SdpaAttention, 2)(q, k, v, causal=True, attn_bias=b, q_offset=q_offset, kv_lengths=kv_lengths)
+    torch.testing.assert_close(grouped, whole, atol=1e-6, rtol=1e-6)
 
 
 def test_sdpa_ragged_matches_naive_in_bfloat16():

@@ -489,7 +489,8 @@ class Engine:
                  params: SamplingParams | Sequence[SamplingParams] | None = None,
                  progress: Any = None) -> list[RequestOutput]:
         """Run every prompt to completion; one :class:`RequestOutput` per prompt, in order. ``params`` is
-        one :class:`SamplingParams` for all or one per prompt. ``progress(done, total)`` is called as
+        one :class:`SamplingParams` for all or one per prompt. The longest prompts are submitted first (an
+        output never depends on the others; rows of similar length batch better). ``progress(done, total)`` is called as
         requests finish (e.g. a progress bar's update)."""
         if isinstance(prompts, str) or (isinstance(prompts, Sequence) and prompts and isinstance(prompts[0], int)):
             prompts = [prompts]  # type: ignore[list-item]
@@ -497,7 +498,10 @@ class Engine:
         per_prompt = [params] * len(prompts) if params is None or isinstance(params, SamplingParams) else list(params)
         if len(per_prompt) != len(prompts):
             raise ConfigError(f"{len(prompts)} prompts but {len(per_prompt)} SamplingParams")
-        pending: deque[tuple[int, Any, Any]] = deque((i, p, sp) for i, (p, sp) in enumerate(zip(prompts, per_prompt)))
+        # longest prompts first (characters or token ids): sequences of similar length then take neighbouring
+        # rows of the decode batch, and attention reads each group of rows only up to its longest
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # type: ignore[arg-type]
+        pending: deque[tuple[int, Any, Any]] = deque((i, prompts[i], per_prompt[i]) for i in order)
         ids: list[str | None] = [None] * len(prompts)
         done = 0
         try:
