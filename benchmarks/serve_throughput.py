@@ -3,7 +3,8 @@
 
 The same tiny GPT-2 as ``generate_throughput.py`` (6 layers, d_model 384, 6 heads, vocab 8192, context 512,
 seeded random weights, built and saved there by ``save_hf_model``) is imported with plugformer's ``import-hf``
-and served twice, one server after the other, each a subprocess on a free loopback port:
+and served twice, each a subprocess on a free loopback port, both started before any load and idle (no CPU)
+while the other is measured:
 
 - plugformer: ``python -m plugformer serve checkpoint=<imported> server.max_batch=64 device=cpu``;
 - Hugging Face: ``transformers serve <hf dir> --continuous-batching --device cpu --dtype float32``, run by the
@@ -14,7 +15,10 @@ prompts (slices of Python standard-library sources, 100-800 characters: 20-370 t
 64 new tokens each, greedy (``temperature: 0``), never stopping at EOS (plugformer: ``ignore_eos: true``;
 HF serve takes no ``ignore_eos``, so it gets ``generation_config: {"eos_token_id": -1}``), at concurrency
 1, 16 and 64 (a closed loop: each of the N clients sends its next request when its last one ends; every
-level has prompts of its own, so no prefix is cached from an earlier level). For each side and level
+level has prompts of its own, so no prefix is cached from an earlier level). Each level runs four times,
+plugformer, HF, HF, plugformer, on two prompt sets (the first and the last run share one, the middle two the
+other), so a drift in the machine's speed (other tenants' load) weighs on both sides alike; a side's figures
+pool its two runs. For each side and level
 it prints output tokens/s (completion tokens of the level / its wall time), time to first token p50 (the
 first chunk with text), latency p50/p99 (to the end of the stream), tokens per CPU-second of the server's
 processes, and the plugformer/HF ratios.
@@ -289,33 +293,50 @@ def summarize(wall: float, cpu_s: float | None, replies: list[Reply], max_tokens
             "ttft_s": [r.ttft_s for r in replies], "latency_s": [r.latency_s for r in replies]}
 
 
-def serve_and_load(server: ServerProcess, s: Settings, prompts: dict[Any, list[str]],
-                   start_timeout_s: float) -> dict[str, Any]:
-    """Start one server, warm it up, run every concurrency level, stop it."""
+def start_and_warm(server: ServerProcess, prompts: list[str], start_timeout_s: float) -> float:
+    """Start a server and send it the warm-up requests; the seconds it took to be ready."""
     print(f"{server.side.name}: starting: {' '.join(server.side.command)}", flush=True)
-    try:
-        ready = server.start(start_timeout_s)
-        print(f"{server.side.name}: ready in {ready:.1f} s on {server.url}", flush=True)
-        _, warm = asyncio.run(run_level(server.url, server.side, prompts["warmup"], 2, 8))
-        failed = [r.error for r in warm if r.error]
-        if failed:
-            raise SystemExit(f"{server.side.name}: the warm-up requests failed: {failed[0]}\n"
-                             f"the end of its log ({server.log}):\n{server.tail()}")
-        levels = {}
-        for c in s.levels:
+    ready = server.start(start_timeout_s)
+    print(f"{server.side.name}: ready in {ready:.1f} s on {server.url}", flush=True)
+    _, warm = asyncio.run(run_level(server.url, server.side, prompts, 2, 8))
+    failed = [r.error for r in warm if r.error]
+    if failed:
+        raise SystemExit(f"{server.side.name}: the warm-up requests failed: {failed[0]}\n"
+                         f"the end of its log ({server.log}):\n{server.tail()}")
+    return ready
+
+
+def load_levels(servers: dict[str, ServerProcess], s: Settings, prompts: dict[Any, list[str]]) -> dict[str, dict]:
+    """Every concurrency level, as the runs plugformer, HF, HF, plugformer (prompt sets 0, 0, 1, 1): per
+    side and level, the two runs pooled (:func:`summarize` of their summed wall and CPU time and all replies,
+    prompt set 0's first)."""
+    order = [("plugformer", 0), ("HF", 0), ("HF", 1), ("plugformer", 1)]
+    levels: dict[str, dict] = {name: {} for name in servers}
+    for c in s.levels:
+        runs: dict[str, list[tuple[float, float | None, list[Reply]]]] = {name: [] for name in servers}
+        for name, half in order:
+            server = servers[name]
             cpu = server.cpu_seconds()
-            wall, replies = asyncio.run(run_level(server.url, server.side, prompts[c], c, s.max_tokens))
+            wall, replies = asyncio.run(run_level(server.url, server.side, prompts[c, half], c, s.max_tokens))
             cpu_s = server.cpu_seconds() - cpu if cpu is not None else None
-            levels[c] = summarize(wall, cpu_s, replies, s.max_tokens)
-            lv = levels[c]
-            print(f"  {server.side.name} concurrency {c:>3}: {lv['requests']} requests in {wall:.1f} s, "
-                  f"{lv['tokens_per_s']:,.1f} tokens/s, server CPU {cpu_s or math.nan:.1f} s, errors {lv['errors']}",
-                  flush=True)
-    finally:
-        code = server.stop()
+            runs[name].append((wall, cpu_s, replies))
+            tokens = sum(r.completion_tokens or 0 for r in replies)
+            print(f"  {name} concurrency {c:>3}, prompt set {half}: {len(replies)} requests in {wall:.1f} s, "
+                  f"{tokens / wall:,.1f} tokens/s, server CPU {cpu_s or math.nan:.1f} s, "
+                  f"errors {sum(1 for r in replies if r.error)}", flush=True)
+        for name, pair in runs.items():
+            cpus = [cpu for _, cpu, _ in pair]
+            levels[name][c] = summarize(sum(wall for wall, _, _ in pair),
+                                        None if None in cpus else sum(cpus),  # type: ignore[arg-type]
+                                        [r for _, _, replies in pair for r in replies], s.max_tokens)
+    return levels
+
+
+def stop(server: ServerProcess) -> int | None:
+    code = server.stop()
     how = "killed" if code is None else f"ended by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
     print(f"{server.side.name}: stopped ({how})", flush=True)
-    return {"ready_s": ready, "levels": levels, "exit_code": code}
+    return code
 
 
 # -- report ----------------------------------------------------------------------------------------------
@@ -469,18 +490,28 @@ def main(argv: list[str] | None = None) -> int:
         imported = import_hf(root / "hf", root / "plugformer")
         print(f"HF directory {root / 'hf'} imported with import-hf into {imported.out} "
               f"({imported.n_params:,} parameters) in {time.perf_counter() - t0:.1f} s", flush=True)
-        texts = prompt_texts(s.warmup + sum(s.requests.values()), s, args.seed)
+        texts = prompt_texts(s.warmup + 2 * sum(s.requests.values()), s, args.seed)
         prompts: dict[Any, list[str]] = {"warmup": texts[:s.warmup]}
         at = s.warmup
-        for c in s.levels:  # each level its own prompts: no prefix-cache reuse from an earlier level
-            prompts[c], at = texts[at:at + s.requests[c]], at + s.requests[c]
+        for c in s.levels:  # each level and run pair its own prompts: no prefix-cache reuse across them
+            for half in (0, 1):
+                prompts[c, half], at = texts[at:at + s.requests[c]], at + s.requests[c]
         t0 = time.perf_counter()
-        port = free_port()
-        pf = serve_and_load(ServerProcess(plugformer_side(imported.out, port, env), port, root / "plugformer.log"),
-                            s, prompts, args.start_timeout)
-        port = free_port()
-        hf = serve_and_load(ServerProcess(hf_side(hf_python, root / "hf", port, env), port, root / "hf-serve.log"),
-                            s, prompts, args.start_timeout)
+        servers: dict[str, ServerProcess] = {}
+        ready: dict[str, float] = {}
+        try:
+            port = free_port()
+            servers["plugformer"] = ServerProcess(plugformer_side(imported.out, port, env), port,
+                                                  root / "plugformer.log")
+            ready["plugformer"] = start_and_warm(servers["plugformer"], prompts["warmup"], args.start_timeout)
+            port = free_port()
+            servers["HF"] = ServerProcess(hf_side(hf_python, root / "hf", port, env), port, root / "hf-serve.log")
+            ready["HF"] = start_and_warm(servers["HF"], prompts["warmup"], args.start_timeout)
+            levels = load_levels(servers, s, prompts)
+        finally:
+            codes = {name: stop(server) for name, server in servers.items()}
+        pf = {"ready_s": ready["plugformer"], "levels": levels["plugformer"], "exit_code": codes["plugformer"]}
+        hf = {"ready_s": ready["HF"], "levels": levels["HF"], "exit_code": codes["HF"]}
         ratios = compare(pf, hf)
         report(pf, hf, ratios, s)
         print(f"both servers, start to stop: {time.perf_counter() - t0:.0f} s")
