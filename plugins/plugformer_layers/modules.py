@@ -44,7 +44,8 @@ class _TwoLayerMLP(nn.Module, ABC):
         """The nonlinearity between the two projections."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.proj_out(self.activation(self.proj_in(x))))
+        out = self.proj_out(self.activation(self.proj_in(x)))
+        return self.drop(out) if self.training else out  # dropout is the identity in eval: skip the call
 
 
 class GeluMLP(_TwoLayerMLP):
@@ -106,4 +107,5 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.proj_in(x).unflatten(-1, (-1, 2)).unbind(-1)
-        return self.drop(self.proj_out(F.silu(gate) * up))
+        out = self.proj_out(F.silu(gate) * up)
+        return self.drop(out) if self.training else out

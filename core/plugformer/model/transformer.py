@@ -42,16 +42,15 @@ class SelfAttention(nn.Module):
                 cache: KVCache | LayerKV | None, offset: int | Tensor, kv_lengths: Tensor | None = None) -> Tensor:
         B, T, _ = x.shape
         H, Hkv, D = self.dims.n_heads, self.dims.n_kv_heads, self.dims.head_dim  # this module's heads
-        q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
-        q = q.view(B, T, H, D).transpose(1, 2)
-        k = k.view(B, T, Hkv, D).transpose(1, 2)
-        v = v.view(B, T, Hkv, D).transpose(1, 2)
+        # (B, T, heads, D) → (B, heads, T, D), then q/k/v heads apart: three ops, not seven (decoding is per-op bound)
+        q, k, v = self.qkv(x).view(B, T, H + 2 * Hkv, D).transpose(1, 2).split([H, Hkv, Hkv], dim=1)
         q, k = position.rotate(q, k, positions)
         if cache is not None:
             k, v = cache.update(k, v, offset)
         ragged = {} if kv_lengths is None else {"kv_lengths": kv_lengths}  # API 1.0 backends never see it
         y = self.backend(q, k, v, causal=self.dims.causal, attn_bias=self.head_bias(bias), q_offset=offset, **ragged)
-        return self.resid_drop(self.proj_out(y.transpose(1, 2).reshape(B, T, H * D)))
+        out = self.proj_out(y.transpose(1, 2).reshape(B, T, H * D))
+        return self.resid_drop(out) if self.training else out  # dropout is the identity in eval: skip the call
 
     def head_bias(self, bias: Tensor | None) -> Tensor | None:
         """The attention bias for this module's heads (all of them here; a tensor-parallel shard slices)."""
@@ -124,6 +123,7 @@ class Transformer(nn.Module):
             positions = Positions(offset, T, tokens.device)
             key_positions = Positions(0, offset + T, tokens.device) if offset else positions
             layer_caches = cache.layers if cache is not None else [None] * len(self.blocks)
+        # always called, even where it is the identity: parallel strategies hook it (tp scatters the sequence)
         x = self.drop(self.position.embed(self.tok_emb(tokens), positions))
         bias = self.position.attention_bias(positions, key_positions)
         if padding_mask is not None:
