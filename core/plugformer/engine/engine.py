@@ -163,16 +163,15 @@ class Engine:
         on_cpu = self.device.type == "cpu"
         self.buffers = DecodeBuffers(self.cache, max_batch, self.context) if _flag(
             "decode_buffers", decode_buffers, on_cpu) else None
-        pack = _flag("pack_weights", pack_weights, on_cpu and packing_unavailable() is None)
-        if pack and (packing_unavailable() is not None or not on_cpu):
-            raise ConfigError(f"Engine pack_weights=True needs a CPU device and oneDNN: "
-                              f"{packing_unavailable() or f'the device is {self.device}'}")
+        why_not_pack = packing_unavailable() if on_cpu else f"the device is {self.device}, not a CPU"
+        pack = _flag("pack_weights", pack_weights, why_not_pack is None)
+        if pack and why_not_pack is not None:
+            raise ConfigError(f"Engine pack_weights=True cannot apply: {why_not_pack}")
+        transpose = _flag("transpose_weights", transpose_weights, on_cpu)
         for net in (self.model, draft):
-            if net is None:
-                continue
-            if _flag("transpose_weights", transpose_weights, on_cpu):
+            if net is not None and transpose:
                 transpose_linear_weights(net)
-            if pack:
+            if net is not None and pack:
                 pack_linear_weights(net)
         self.speculator = self._speculator(draft, num_speculative_tokens, num_blocks, block_size)
         caches = [self.cache] + ([self.speculator.cache] if self.speculator is not None else [])

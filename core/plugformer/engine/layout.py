@@ -24,8 +24,22 @@ of 21.2. The packed copy costs as much memory again as the Linear weights.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
+
+
+def _plain_linears(model: nn.Module) -> Iterator[tuple[nn.Linear, torch.Tensor]]:
+    """Each plain ``nn.Linear`` of ``model`` (not a subclass: bitsandbytes, tensor-parallel layers) whose
+    weight is a plain floating-point 2-D tensor (not quantized), with that tensor."""
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if type(module) is not nn.Linear or type(weight) is not nn.Parameter:
+            continue
+        data = weight.data
+        if type(data) is torch.Tensor and data.dtype.is_floating_point and data.dim() == 2:
+            yield module, data
 
 
 def transpose_linear_weights(model: nn.Module) -> int:
@@ -34,19 +48,10 @@ def transpose_linear_weights(model: nn.Module) -> int:
     weights keep their layout; quantized weights (tensor subclasses, integer storage) and subclasses of
     ``nn.Linear`` (bitsandbytes, tensor-parallel layers) are left alone. Returns how many weights changed."""
     changed = 0
-    done: set[int] = set()
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if type(module) is not nn.Linear or type(weight) is not nn.Parameter or id(weight) in done:
-            continue
-        done.add(id(weight))
-        data = weight.data
-        if type(data) is not torch.Tensor or not data.dtype.is_floating_point or data.dim() != 2:
-            continue
-        if data.shape[0] <= data.shape[1] or data.t().is_contiguous():
-            continue
-        weight.data = data.t().contiguous().t()
-        changed += 1
+    for module, data in _plain_linears(model):  # a shared weight, once transposed, is skipped the next time
+        if data.shape[0] > data.shape[1] and not data.t().is_contiguous():
+            module.weight.data = data.t().contiguous().t()
+            changed += 1
     return changed
 
 
@@ -99,17 +104,11 @@ def pack_linear_weights(model: nn.Module) -> int:
     if packing_unavailable() is not None:
         return 0
     packed = 0
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if (type(module) is not nn.Linear or type(weight) is not nn.Parameter
-                or isinstance(module.__dict__.get("forward"), PackedLinearForward)):
-            continue
-        data = weight.data
-        if (type(data) is not torch.Tensor or data.dtype != torch.float32 or data.dim() != 2
-                or data.device.type != "cpu"):
-            continue
-        module.forward = PackedLinearForward(module)
-        packed += 1
+    for module, data in _plain_linears(model):
+        if (data.dtype == torch.float32 and data.device.type == "cpu"
+                and not isinstance(module.__dict__.get("forward"), PackedLinearForward)):
+            module.forward = PackedLinearForward(module)
+            packed += 1
     return packed
 
 
